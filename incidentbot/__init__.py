@@ -1,0 +1,1 @@
+"""incidentbot: incident command inside Slack."""

@@ -1,0 +1,1 @@
+"""The domain core: incidents, roles, severity, status and timeline. No Slack imports here."""

@@ -1,0 +1,165 @@
+"""Recording the incident timeline; idempotent where Slack may deliver the same thing twice."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from incidentbot.models import TimelineEvent, utcnow
+
+
+class EventKind(StrEnum):
+    """What a timeline entry records."""
+
+    DECLARED = "declared"
+    CHANNEL_CREATED = "channel_created"
+    MEMBER_INVITED = "member_invited"
+    TOPIC_SET = "topic_set"
+    CARD_POSTED = "card_posted"
+    CARD_PINNED = "card_pinned"
+    ROLE_ASSIGNED = "role_assigned"
+    IC_HANDOFF = "ic_handoff"
+    SEVERITY_CHANGED = "severity_changed"
+    STATUS_CHANGED = "status_changed"
+    MESSAGE = "message"
+    NOTE = "note"
+    UPDATE_POSTED = "update_posted"
+    REMINDER = "reminder"
+    ESCALATION = "escalation"
+    SNOOZED = "snoozed"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+    ACTION_ADDED = "action_added"
+    ACTION_DONE = "action_done"
+    POSTMORTEM = "postmortem"
+    ALERT = "alert"
+    RUNBOOK_LINKED = "runbook_linked"
+    ARCHIVED = "archived"
+    NUDGED = "nudged"
+    PAGED = "paged"
+    PAGE_ACKNOWLEDGED = "page_acknowledged"
+    SLACK_ERROR = "slack_error"
+
+
+def record(
+    session: Session,
+    incident_id: int,
+    kind: EventKind,
+    text: str = "",
+    *,
+    actor_id: str | None = None,
+    occurred_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    slack_ts: str | None = None,
+    thread_ts: str | None = None,
+    is_key: bool = False,
+    data: dict[str, Any] | None = None,
+) -> TimelineEvent | None:
+    """Add one timeline entry; returns None when `dedupe_key` was already recorded."""
+    event = TimelineEvent(
+        incident_id=incident_id,
+        kind=kind.value,
+        text=text,
+        actor_id=actor_id,
+        occurred_at=occurred_at or utcnow(),
+        dedupe_key=dedupe_key,
+        slack_ts=slack_ts,
+        thread_ts=thread_ts,
+        is_key=is_key,
+        data=data or {},
+    )
+    if dedupe_key is None:
+        session.add(event)
+        session.flush()
+        return event
+    try:
+        with session.begin_nested():
+            session.add(event)
+    except IntegrityError:
+        return None
+    return event
+
+
+def events_for(session: Session, incident_id: int) -> list[TimelineEvent]:
+    """The incident's timeline in the order things happened."""
+    query = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident_id)
+        .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
+    )
+    return list(session.scalars(query))
+
+
+def message_key(ts: str) -> str:
+    return f"msg:{ts}"
+
+
+def find_message(session: Session, incident_id: int, ts: str) -> TimelineEvent | None:
+    return session.scalar(select(TimelineEvent).where(
+        TimelineEvent.incident_id == incident_id,
+        TimelineEvent.dedupe_key == message_key(ts),
+    ))
+
+
+def record_message(
+    session: Session, incident_id: int, *, user_id: str, text: str, ts: str,
+    thread_ts: str | None, occurred_at: datetime,
+) -> TimelineEvent | None:
+    """Store a channel message once, however often Slack delivers it."""
+    return record(
+        session, incident_id, EventKind.MESSAGE, text, actor_id=user_id,
+        occurred_at=occurred_at, dedupe_key=message_key(ts), slack_ts=ts,
+        thread_ts=thread_ts if thread_ts != ts else None,
+    )
+
+
+def apply_edit(
+    session: Session, incident_id: int, *, user_id: str, ts: str, text: str,
+    thread_ts: str | None, occurred_at: datetime, edited_at: datetime,
+) -> TimelineEvent | None:
+    """Keep the final text of an edited message (storing it if the original was missed)."""
+    event = find_message(session, incident_id, ts)
+    if event is None:
+        event = record_message(session, incident_id, user_id=user_id, text=text, ts=ts,
+                               thread_ts=thread_ts, occurred_at=occurred_at)
+        if event is None:  # stored concurrently by the original delivery
+            event = find_message(session, incident_id, ts)
+    if event is not None and event.deleted_at is None:
+        event.text = text
+        event.edited_at = edited_at
+    return event
+
+
+def apply_delete(session: Session, incident_id: int, *, ts: str, deleted_at: datetime) -> bool:
+    """Mark a message deleted (kept for the audit trail, left out of the postmortem)."""
+    event = find_message(session, incident_id, ts)
+    if event is None:
+        return False
+    if event.deleted_at is None:
+        event.deleted_at = deleted_at
+    return True
+
+
+def mark_key(session: Session, incident_id: int, ts: str, *, is_key: bool) -> bool:
+    """Mark (or unmark) a message as a key event; False if the message is not recorded."""
+    event = find_message(session, incident_id, ts)
+    if event is None:
+        return False
+    event.is_key = is_key
+    return True
+
+
+def key_events(session: Session, incident_id: int) -> list[TimelineEvent]:
+    """Key events that were not deleted, in time order."""
+    query = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident_id, TimelineEvent.is_key.is_(True),
+               TimelineEvent.deleted_at.is_(None))
+        .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,241 @@
+"""Update reminders on APScheduler 3, with its SQLAlchemy job store in the bot's database.
+
+One job per open incident (`reminder:<id>`), a date trigger at the incident's
+`next_update_due_at`. Jobs are persisted, so they survive a restart; a reminder that fell due
+while the bot was down runs once at start (coalesced, no misfire limit). The database stays
+the source of truth: at start every open incident's job is re-planned from it.
+
+Several replicas on PostgreSQL: APScheduler 3's job stores are not safe with several
+schedulers processing one store, so every replica starts its scheduler *paused* (it can
+still add, move and remove jobs in the shared store) and only the leader processes jobs.
+The leader holds a PostgreSQL session-level advisory lock on a dedicated connection; when it
+dies its connection closes, the lock is released, and another replica takes it within
+`LEADER_POLL_S`. A leader that can no longer confirm its lock pauses at once. Posting stays
+idempotent underneath: each due reminder is claimed with a unique key before it is posted,
+so even two leaders for a moment could not post it twice. SQLite is single-process: the
+only process leads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import zlib
+from collections.abc import Callable
+from datetime import datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+JOB_TABLE = "apscheduler_jobs"
+ReminderHandler = Callable[[int], None]
+LEADER_LOCK_KEY = 0x1_2C1D_E17B  # the advisory lock that makes a replica the scheduler
+LEADER_POLL_S = 1.0
+
+# Jobs are stored as a reference to `run_scheduled(kind, id)`; it finds the live handler.
+_handlers: dict[str, ReminderHandler] = {}
+
+
+def run_scheduled(kind: str, target_id: int) -> None:
+    """Entry point of every persisted job: `kind` names the handler, `target_id` its object."""
+    handler = _handlers.get(kind)
+    if handler is None:
+        log.error("A %s job for %s fired before the bot was ready", kind, target_id)
+        return
+    handler(target_id)
+
+
+def job_id(target_id: int, kind: str = "reminder") -> str:
+    return f"{kind}:{target_id}"
+
+
+class ReminderScheduler:
+    """Plans, re-plans and cancels the update reminder of each incident."""
+
+    def __init__(
+        self, engine: Engine, handler: ReminderHandler,
+        postmortem_handler: ReminderHandler | None = None, *, threads: int = 4,
+        on_leadership: Callable[[], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self._postmortem_handler = postmortem_handler
+        self._leadership = Leadership(engine, on_leadership, self)
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)},
+            executors={"default": ThreadPoolExecutor(threads)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone="UTC",
+        )
+
+    def start(self) -> None:
+        self.on("reminder", self._handler)
+        if self._postmortem_handler is not None:
+            self.on("postmortem", self._postmortem_handler)
+        self.scheduler.start(paused=True)
+        self._leadership.start()
+
+    def shutdown(self) -> None:
+        self._leadership.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if _handlers.get("reminder") is self._handler:
+            _handlers.clear()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership.is_leader
+
+    def lead(self) -> None:
+        """Start processing jobs (this replica became the leader)."""
+        self.scheduler.resume()
+
+    def follow(self) -> None:
+        """Stop processing jobs (leadership lost); jobs can still be planned."""
+        with contextlib.suppress(Exception):
+            self.scheduler.pause()
+
+    def wakeup(self) -> None:
+        """Look at the store again: another replica may have planned an earlier job."""
+        self.scheduler.wakeup()
+
+    def on(self, kind: str, handler: ReminderHandler) -> None:
+        """Run `handler(target_id)` when a job of this kind falls due."""
+        _handlers[kind] = handler
+
+    def plan_job(self, kind: str, target_id: int, at: datetime | None) -> None:
+        """Schedule (or move) the one job of this kind for this object; None cancels it."""
+        if at is None:
+            self.cancel(target_id, kind)
+            return
+        self.scheduler.add_job(
+            run_scheduled, "date", run_date=at, args=[kind, target_id],
+            id=job_id(target_id, kind), replace_existing=True, name=f"{kind} {target_id}",
+        )
+
+    def plan(self, incident_id: int, due_at: datetime | None) -> None:
+        """Schedule (or move) the incident's update reminder; None cancels it."""
+        self.plan_job("reminder", incident_id, due_at)
+
+    def cancel(self, incident_id: int, kind: str = "reminder") -> None:
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id(incident_id, kind))
+
+    def every(self, kind: str, minutes: float) -> None:
+        """A recurring sweep (one job for all replicas; the leader runs it)."""
+        self.scheduler.add_job(
+            run_scheduled, "interval", minutes=minutes, args=[kind, 0], id=job_id(0, kind),
+            replace_existing=True, name=f"{kind} sweep",
+        )
+
+    def plan_page(self, page_id: int, at: datetime | None) -> None:
+        """The next escalation step of an unacknowledged page; None cancels it."""
+        self.plan_job("page", page_id, at)
+
+    def plan_postmortem(self, incident_id: int, due_at: datetime | None) -> None:
+        """The reminder that the postmortem draft is due; None cancels it."""
+        self.plan_job("postmortem", incident_id, due_at)
+
+    def due_at(self, incident_id: int) -> datetime | None:
+        job = self.scheduler.get_job(job_id(incident_id))
+        return job.next_run_time if job else None
+
+
+class Leadership:
+    """Which replica processes scheduled jobs: the holder of a PostgreSQL advisory lock
+    (always this process on SQLite)."""
+
+    def __init__(self, engine: Engine, on_leadership: Callable[[], None] | None,
+                 scheduler: ReminderScheduler) -> None:
+        self._engine = engine
+        self._on_leadership = on_leadership
+        self._scheduler = scheduler
+        self._connection: Connection | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.is_leader = False
+
+    @property
+    def lock_key(self) -> int:
+        """One lock per database and schema: replicas sharing a URL share the lock."""
+        url = self._engine.url
+        scope = f"{url.database}|{url.query.get('options', '')}".encode()
+        return LEADER_LOCK_KEY ^ zlib.crc32(scope)
+
+    @property
+    def shared(self) -> bool:
+        return self._engine.dialect.name == "postgresql"
+
+    def start(self) -> None:
+        if not self.shared:
+            self._become_leader()
+            return
+        self._tick()
+        self._thread = threading.Thread(target=self._loop, name="scheduler-leader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._release()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(LEADER_POLL_S):
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            if self.is_leader:
+                self._confirm()
+                self._scheduler.wakeup()
+            elif self._try_acquire():
+                self._become_leader()
+        except SQLAlchemyError as exc:
+            log.warning("Scheduler leadership check failed: %s", type(exc).__name__)
+            self._lose()
+
+    def _try_acquire(self) -> bool:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        got = self._connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": self.lock_key}).scalar()
+        self._connection.commit()
+        return bool(got)
+
+    def _confirm(self) -> None:
+        assert self._connection is not None
+        self._connection.execute(text("SELECT 1"))
+        self._connection.commit()
+
+    def _become_leader(self) -> None:
+        self.is_leader = True
+        log.info("This replica now runs the scheduler")
+        if self._on_leadership is not None:
+            try:
+                self._on_leadership()
+            except Exception:
+                log.exception("Taking over the scheduler failed")
+        self._scheduler.lead()
+
+    def _lose(self) -> None:
+        if self.is_leader:
+            log.warning("Scheduler leadership lost; pausing job processing")
+        self.is_leader = False
+        self._scheduler.follow()
+        self._release()
+
+    def _release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+                connection.close()

@@ -1,0 +1,228 @@
+"""The one module that calls Slack's Web API (and response URLs).
+
+Rate limits (429 + Retry-After), server errors and connection resets are retried by
+slack_sdk's retry handlers; what is left surfaces as `SlackCallFailed` with Slack's error code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from incidentbot.core.naming import with_suffix
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_ATTEMPTS = 50
+
+# Errors that mean "already done": treated as success so retries stay idempotent.
+_ALREADY_DONE = {
+    "conversations.invite": {"already_in_channel", "cant_invite_self"},
+    "pins.add": {"already_pinned"},
+    "conversations.archive": {"already_archived"},
+}
+
+
+def retry_handlers() -> list[RetryHandler]:
+    """Connection resets, 429s (honouring Retry-After) and 5xx answers are retried."""
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=3),
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        ServerErrorRetryHandler(max_retry_count=3),
+    ]
+
+
+def build_client(token: str, base_url: str, timeout: int = 10) -> WebClient:
+    client = WebClient(token=token, base_url=base_url, timeout=timeout)
+    client.retry_handlers = retry_handlers()
+    return client
+
+
+class SlackCallFailed(Exception):
+    """A Web API call that failed after retries; `error` is Slack's error code."""
+
+    def __init__(self, method: str, error: str) -> None:
+        super().__init__(f"{method} failed: {error}")
+        self.method = method
+        self.error = error
+
+
+@dataclass(frozen=True)
+class CreatedChannel:
+    id: str
+    name: str
+
+
+class SlackGateway:
+    """Typed wrappers for the Web API calls the bot makes."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            call = getattr(self.client, method.replace(".", "_"))
+            response = call(**_drop_none(kwargs))
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            if error in _ALREADY_DONE.get(method, set()):
+                return dict(exc.response.data) if isinstance(exc.response.data, dict) else {}
+            log.warning("Slack %s failed: %s", method, error)
+            raise SlackCallFailed(method, error) from None
+        except (SlackClientError, OSError) as exc:
+            log.warning("Slack %s unreachable: %s", method, type(exc).__name__)
+            raise SlackCallFailed(method, "connection_error") from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def bot_user_id(self) -> str:
+        """The bot's own user ID (auth.test), used to ignore its own messages."""
+        return str(self._call("auth.test").get("user_id", ""))
+
+    def create_channel(self, base_name: str, *, is_private: bool) -> CreatedChannel:
+        """Create `base_name`, or `base_name-2`, `-3`, ... while Slack answers name_taken."""
+        for attempt in range(1, MAX_NAME_ATTEMPTS + 1):
+            name = with_suffix(base_name, attempt)
+            try:
+                data = self._call("conversations.create", name=name, is_private=is_private)
+            except SlackCallFailed as exc:
+                if exc.error == "name_taken":
+                    continue
+                raise
+            channel = data["channel"]
+            return CreatedChannel(id=channel["id"], name=channel["name"])
+        raise SlackCallFailed("conversations.create", "name_taken")
+
+    def invite(self, channel: str, users: Sequence[str]) -> None:
+        self._call("conversations.invite", channel=channel, users=",".join(users))
+
+    def set_topic(self, channel: str, topic: str) -> None:
+        self._call("conversations.setTopic", channel=channel, topic=topic[:250])
+
+    def post_message(
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> str:
+        """Post and return the message's ts; rejoins a public channel it was removed from."""
+        def post() -> dict[str, Any]:
+            return self._call("chat.postMessage", channel=channel, text=text, blocks=blocks,
+                              thread_ts=thread_ts, unfurl_links=False)
+        try:
+            data = post()
+        except SlackCallFailed as exc:
+            if exc.error != "not_in_channel" or not channel.startswith("C"):
+                raise
+            self._call("conversations.join", channel=channel)
+            data = post()
+        return str(data["ts"])
+
+    def update_message(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    def pin(self, channel: str, ts: str) -> None:
+        self._call("pins.add", channel=channel, timestamp=ts)
+
+    def post_ephemeral(
+        self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        data = self._call("views.open", trigger_id=trigger_id, view=view)
+        return str(data["view"]["id"])
+
+    def update_view(self, view_id: str, view: dict[str, Any], view_hash: str | None) -> None:
+        """Replace an open modal (the hash makes a stale update fail with hash_conflict)."""
+        self._call("views.update", view_id=view_id, view=view, hash=view_hash)
+
+    def user_info(self, user_id: str) -> dict[str, Any] | None:
+        """The user's profile, or None when Slack does not know them."""
+        try:
+            data = self._call("users.info", user=user_id)
+        except SlackCallFailed as exc:
+            if exc.error in ("user_not_found", "users_not_found"):
+                return None
+            raise
+        user = data.get("user")
+        return user if isinstance(user, dict) else None
+
+    def upload_file(
+        self, channel: str, *, filename: str, content: str, title: str, comment: str
+    ) -> str:
+        """Upload a text file into a channel (files.getUploadURLExternal + complete)."""
+        try:
+            response = self.client.files_upload_v2(
+                channel=channel, filename=filename, content=content, title=title,
+                initial_comment=comment,
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            log.warning("Slack file upload failed: %s", error)
+            raise SlackCallFailed("files.completeUploadExternal", error) from None
+        except (SlackClientError, OSError) as exc:
+            log.warning("Slack file upload unreachable: %s", type(exc).__name__)
+            raise SlackCallFailed("files.getUploadURLExternal", "connection_error") from None
+        files = response.get("files") or [response.get("file") or {}]
+        return str(files[0].get("id", ""))
+
+    def usergroup_members(self, group_id: str) -> set[str]:
+        """Members of a user group (empty when it cannot be read)."""
+        try:
+            data = self._call("usergroups.users.list", usergroup=group_id)
+        except SlackCallFailed:
+            return set()
+        return set(data.get("users") or [])
+
+    def private_channels_of(self, user_id: str) -> set[str]:
+        """IDs of the private channels a user is in (paginated)."""
+        channels: set[str] = set()
+        cursor = None
+        for _page in range(50):
+            data = self._call("users.conversations", user=user_id, types="private_channel",
+                              limit=200, cursor=cursor, exclude_archived=False)
+            channels |= {c["id"] for c in data.get("channels") or []}
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return channels
+
+    def add_bookmark(self, channel: str, title: str, link: str) -> None:
+        self._call("bookmarks.add", channel_id=channel, title=title[:100], type="link", link=link)
+
+    def archive_channel(self, channel: str) -> None:
+        self._call("conversations.archive", channel=channel)
+
+    def respond(
+        self, response_url: str, text: str, blocks: list[dict[str, Any]] | None = None,
+        *, ephemeral: bool = True,
+    ) -> bool:
+        """Answer through a slash command's response_url; False if Slack refused it."""
+        webhook = WebhookClient(response_url, timeout=10, retry_handlers=retry_handlers())
+        try:
+            response = webhook.send(
+                text=text, blocks=blocks,
+                response_type="ephemeral" if ephemeral else "in_channel",
+            )
+        except (SlackClientError, OSError) as exc:
+            log.warning("response_url unreachable: %s", type(exc).__name__)
+            return False
+        if response.status_code != 200:
+            log.warning("response_url answered %s", response.status_code)
+        return response.status_code == 200
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,133 @@
+"""Alerts in: Alertmanager (webhook v4) and a generic webhook, with a bearer token."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from incidentbot.models import Incident
+from incidentbot.slack import blocks
+from tests.conftest import RunningBot
+from tests.helpers import eventually
+
+TOKEN = "alert-token-123"
+
+
+@pytest.fixture
+def bot_settings() -> dict[str, object]:
+    return {"alert_webhook_token": TOKEN}
+
+
+def alertmanager(status: str = "firing", *, instance: str = "app:8080",
+                 group_key: str = '{}:{alertname="TargetDown"}',
+                 starts: str = "2025-06-01T11:10:00Z") -> dict[str, Any]:
+    """Seed 003's incident: Prometheus' TargetDown alert, as Alertmanager sends it."""
+    alert = {
+        "status": status,
+        "labels": {"alertname": "TargetDown", "job": "app", "instance": instance,
+                   "severity": "critical", "service": "app"},
+        "annotations": {"summary": "Target app is down",
+                        "description": f"{instance} has not answered scrapes for 1m"},
+        "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph", "fingerprint": "a1b2c3",
+    }
+    return {
+        "version": "4", "groupKey": group_key, "truncatedAlerts": 0, "status": status,
+        "receiver": "incidentbot", "groupLabels": {"alertname": "TargetDown"},
+        "commonLabels": {"alertname": "TargetDown", "severity": "critical"},
+        "commonAnnotations": {"summary": "Target app is down"},
+        "externalURL": "http://alertmanager:9093", "alerts": [alert],
+    }
+
+
+def post(running: RunningBot, path: str, payload: object,
+         token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{running.url}{path}", data=json.dumps(payload).encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+def incidents(running: RunningBot) -> list[Incident]:
+    with running.session() as session:
+        return list(session.scalars(select(Incident).order_by(Incident.id)))
+
+
+@pytest.mark.parametrize("token", [None, "wrong", ""])
+def test_wrong_or_missing_token_is_refused_and_nothing_stored(
+    running: RunningBot, token: str | None
+) -> None:
+    status, _ = post(running, "/alerts/alertmanager", alertmanager(), token=token)
+    assert status == 401
+    assert incidents(running) == [] and running.fake.calls_to("conversations.create") == []
+
+
+def test_firing_group_declares_once_repeats_attach_and_resolved_offers_a_button(
+    running: RunningBot
+) -> None:
+    status, body = post(running, "/alerts/alertmanager", alertmanager())
+    assert (status, body["result"]) == (200, "declared")
+    [incident] = incidents(running)
+    assert (incident.title, incident.severity, incident.declared_by) == (
+        "Target app is down", "SEV1", "Alertmanager")
+    assert incident.holder("ic") is None and incident.acknowledged_at is None
+    fake = running.fake
+    eventually(lambda: fake.pins(incident.channel_id))
+    posted = [m for m in fake.messages(incident.channel_id) if "Firing" in m.get("text", "")]
+    assert len(posted) == 1 and "app:8080 has not answered scrapes" in posted[0]["text"]
+    assert post(running, "/alerts/alertmanager", alertmanager())[1]["result"] == "duplicate"
+    second = alertmanager(instance="app:8081")
+    assert post(running, "/alerts/alertmanager", second)[1]["result"] == "attached"
+    status, body = post(running, "/alerts/alertmanager", alertmanager("resolved"))
+    assert body["result"] == "resolved notice posted"
+    resolved = eventually(lambda: [m for m in fake.messages(incident.channel_id)
+                                   if "Resolved" in m.get("text", "")])
+    assert blocks.RESOLVE in json.dumps(resolved[0]["blocks"])
+    assert len(incidents(running)) == 1 and incidents(running)[0].status == "investigating"
+
+
+def test_alert_storm_makes_one_incident(running: RunningBot) -> None:
+    payloads = [alertmanager(instance=f"app:{8000 + i % 7}") for i in range(200)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda p: post(running, "/alerts/alertmanager", p), payloads))
+    assert all(status == 200 for status, _ in results)
+    assert [body["result"] for _, body in results].count("declared") == 1
+    with running.session() as session:
+        assert session.scalar(select(func.count(Incident.id))) == 1
+    created = running.fake.calls_to("conversations.create")
+    assert len(created) == 1
+
+
+def test_generic_webhook_and_bad_payloads(running: RunningBot) -> None:
+    status, body = post(running, "/alerts/webhook", {
+        "title": "Checkout latency p99 > 2s", "severity": "SEV2", "service": "checkout",
+        "dedupe_key": "checkout-latency"})
+    assert (status, body["result"]) == (200, "declared")
+    assert post(running, "/alerts/webhook", {
+        "title": "Checkout latency p99 > 2s", "severity": "SEV2",
+        "dedupe_key": "checkout-latency"})[1]["result"] == "duplicate"
+    [incident] = incidents(running)
+    assert (incident.severity, incident.service) == ("SEV2", "checkout")
+    assert post(running, "/alerts/webhook", {"title": "no key"})[0] == 400
+    assert post(running, "/alerts/alertmanager", {"nonsense": True})[0] == 400
+
+
+def test_anyone_may_take_command_of_an_alert_incident(running: RunningBot) -> None:
+    post(running, "/alerts/alertmanager", alertmanager())
+    [incident] = incidents(running)
+    running.driver.command("role ic <@UBOB|bob>", user_id="UBOB", channel_id=incident.channel_id)
+    eventually(lambda: incidents(running)[0].holder("ic") == "UBOB")
+    assert incidents(running)[0].acknowledged_at is not None  # feeds MTTA
