@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from incidentbot.core.comms import drafts
 from incidentbot.core.roles import Role
+from incidentbot.core.security import may_command
 from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.models import ActionItem, Incident, RoleAssignment, StatusUpdate, TimelineEvent
@@ -71,12 +72,14 @@ WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u3
 
 # PostgreSQL cannot store U+0000 (see test_nul_in_a_note_is_stored_or_refused), so the
 # end-to-end strategies leave it out; the pure ones keep it.
-SAFE_CHARS = st.characters(exclude_characters="\x00")
+# Slack sends UTF-8: any code point but lone surrogates (NUL is allowed only where noted).
+ANY_CHARS = st.characters(codec="utf-8")
+SAFE_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
 def hostile_text(max_size: int, *, nul: bool = True) -> st.SearchStrategy[str]:
     """Random Unicode, Slack markup mixed into words, long repeats, and whitespace only."""
-    chars = st.characters() if nul else SAFE_CHARS
+    chars = ANY_CHARS if nul else SAFE_CHARS
     pieces = st.one_of(st.sampled_from(MARKUP), st.sampled_from(ARGUMENTS),
                        st.text(chars, max_size=12))
     mixed = st.lists(pieces, max_size=40).map(" ".join)
@@ -91,7 +94,7 @@ def hostile_text(max_size: int, *, nul: bool = True) -> st.SearchStrategy[str]:
 @st.composite
 def command_texts(draw: st.DrawFn, *, nul: bool = True) -> str:
     """Text after `/incident`: a (re-cased) subcommand with random arguments, or anything."""
-    chars = st.characters() if nul else SAFE_CHARS
+    chars = ANY_CHARS if nul else SAFE_CHARS
     word = draw(st.sampled_from(SUBCOMMANDS))
     word = draw(st.sampled_from((word, word.upper(), word.title())))
     token = st.one_of(st.sampled_from(MARKUP), st.sampled_from(ARGUMENTS),
@@ -409,7 +412,7 @@ def test_usage_error_answer_escapes_the_echoed_token(text: str) -> None:
 
 # -- 3. end to end through the running bot -----------------------------------------------------
 
-E2E = settings(max_examples=20, deadline=None,
+E2E = settings(max_examples=12, deadline=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture])
 BASE_TITLE = "Hostile <!channel> & <https://evil.example|click> base"
 
@@ -679,17 +682,29 @@ def test_role_form_answers_inline_errors_or_assigns(
     view = open_view(running, blocks.ROLE_VIEW, lambda: running.driver.block_action(
         blocks.ASSIGN_ROLE, user_id=ALICE, channel_id=incident.channel_id,
         message_ts=incident.card_ts or "", value=str(incident.id)))
+    with running.session() as session:
+        before = session.get(Incident, incident.id)
+        assert before is not None
+        may_hand_off = may_command(before, ALICE, [])
+        holders = {r.value: before.holder(r.value) for r in Role}
+    told = len(running.fake.ephemerals(ALICE))
     errors = submit(running, view, values, ALICE)
-    role = Role.parse(values.get(blocks.ROLE, "ic") or "")
-    user = values.get(blocks.USER)
+    filled = {**prefilled(view), **values}
+    role = Role.parse(filled.get(blocks.ROLE) or "")
+    user = filled.get(blocks.USER)
     assert bool(errors) == (role is None or user not in PEOPLE), errors
     if not errors:
         assert role is not None
+        refused = role is Role.IC and holders["ic"] not in (None, user) and not may_hand_off
+        expected = holders["ic"] if refused else user
 
         def holder() -> bool:
             with running.session() as session:
                 stored = session.get(Incident, incident.id)
-                return stored is not None and stored.holder(role.value) == user
+                return stored is not None and stored.holder(role.value) == expected
         eventually(holder)
+        if refused:
+            eventually(lambda: any("only the people running this incident" in e["text"]
+                                   for e in running.fake.ephemerals(ALICE)[told:]))
     settle(running.fake)
     assert_sent_cleanly(running, since, quiet_log)
