@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from incidentbot.config import Settings
 from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
 from incidentbot.db import create_db_engine, migrate, ping, session_factory
+from incidentbot.group_commit import GroupCommit
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack.alerts import AlertWorkflows
 from incidentbot.slack.app_factory import build_bolt_app
@@ -50,8 +52,10 @@ class Bot:
     reminders: ReminderScheduler
     alerts: AlertWorkflows
     app: App
+    work: ThreadPoolExecutor
 
     def close(self) -> None:
+        self.work.shutdown(wait=True)  # finish what was acknowledged
         self.reminders.shutdown()
         self.engine.dispose()
 
@@ -75,7 +79,8 @@ def create_bot(settings: Settings) -> Bot:
     engine = create_db_engine(settings.database_url)
     migrate(engine)
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url))
-    flows = IncidentWorkflows(settings, session_factory(engine), gateway)
+    flows = IncidentWorkflows(settings, session_factory(engine), gateway,
+                              writes=GroupCommit(engine))
     response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
     closing = ClosingWorkflows(flows)
     paging = PagingWorkflows(flows)
@@ -88,9 +93,10 @@ def create_bot(settings: Settings) -> Bot:
     flows.reminders = reminders
     reminders.start()
     threading.Thread(target=flows.refresh_recent_cards, name="card-refresh", daemon=True).start()
-    app = build_bolt_app(settings, flows, response, closing, paging)
+    work = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work")
+    app = build_bolt_app(settings, flows, response, closing, paging, work)
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
-               reminders=reminders, alerts=AlertWorkflows(flows), app=app)
+               reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work)
 
 
 class WsgiApp:

@@ -127,6 +127,10 @@ def find_open_by_alert_group(session: Session, group_key: str) -> Incident | Non
         Incident.status.in_([s.value for s in ACTIVE_STATUSES])).order_by(Incident.id.desc()))
 
 
+def incident_id_for_channel(session: Session, channel_id: str) -> int | None:
+    return session.scalar(select(Incident.id).where(Incident.channel_id == channel_id))
+
+
 def get_by_channel(session: Session, channel_id: str) -> Incident | None:
     return session.scalar(select(Incident).where(Incident.channel_id == channel_id))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,14 @@ def first_time_seen(session: Session, signature: str, now: datetime | None = Non
     except IntegrityError:
         return False
     return True
+
+
+LEDGER_KEY = ("signature",)
+
+
+def ledger_row(signature: str, now: datetime) -> dict[str, Any]:
+    """The replay-ledger row of a request (unique on LEDGER_KEY), for a batched insert."""
+    return {"signature": signature[:100], "seen_at": now}
 
 
 def forget_request(session: Session, signature: str) -> None:

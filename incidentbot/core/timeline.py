@@ -118,6 +118,22 @@ def record_message(
     )
 
 
+MESSAGE_KEY = ("incident_id", "dedupe_key")
+
+
+def message_row(
+    incident_id: int, *, user_id: str, text: str, ts: str, thread_ts: str | None,
+    occurred_at: datetime,
+) -> dict[str, Any]:
+    """`record_message`'s row (unique on MESSAGE_KEY), for a batched insert."""
+    return {
+        "incident_id": incident_id, "kind": EventKind.MESSAGE.value, "text": text,
+        "actor_id": user_id, "occurred_at": occurred_at, "dedupe_key": message_key(ts),
+        "slack_ts": ts, "thread_ts": thread_ts if thread_ts != ts else None,
+        "is_key": False, "data": {},
+    }
+
+
 def apply_edit(
     session: Session, incident_id: int, *, user_id: str, ts: str, text: str,
     thread_ts: str | None, occurred_at: datetime, edited_at: datetime,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from slack_bolt import App
 
@@ -16,14 +17,18 @@ from incidentbot.slack.workflows import IncidentWorkflows
 
 def build_bolt_app(
     settings: Settings, flows: IncidentWorkflows, response: ResponseWorkflows,
-    closing: ClosingWorkflows, paging: PagingWorkflows,
+    closing: ClosingWorkflows, paging: PagingWorkflows, work: Executor,
 ) -> App:
     """A Bolt app that verifies signatures and acks before slow work (listeners run threaded)."""
     app = App(
         client=flows.gateway.client,
         signing_secret=settings.slack_signing_secret or None,
         process_before_response=False,
+        # Listeners only validate and ack (the work after it runs on the work pool), but a
+        # listener waiting for a thread delays its ack: more than Bolt's default of 5.
+        listener_executor=ThreadPoolExecutor(settings.listener_threads,
+                                             thread_name_prefix="listener"),
         logger=logging.getLogger("incidentbot.bolt"),
     )
-    listeners.register(app, flows, response, closing, paging)
+    listeners.register(app, flows, response, closing, paging, work)
     return app

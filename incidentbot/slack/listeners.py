@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import date
 from typing import Any
 
@@ -66,10 +67,10 @@ Reply = Callable[[str], None]
 
 def register(
     app: App, flows: IncidentWorkflows, response: ResponseWorkflows, closing: ClosingWorkflows,
-    paging: PagingWorkflows,
+    paging: PagingWorkflows, work: Executor,
 ) -> None:
-    """Attach every listener to the Bolt app."""
-    listeners = Listeners(flows, response, closing, paging)
+    """Attach every listener to the Bolt app; `work` runs what follows each ack."""
+    listeners = Listeners(flows, response, closing, paging, work)
     app.action(blocks.RESOLVE)(listeners.on_resolve_button)
     app.action(blocks.ADD_ACTION)(listeners.on_add_action_button)
     app.action(blocks.ACTION_DONE)(listeners.on_action_done)
@@ -98,13 +99,19 @@ def register(
 class Listeners:
     def __init__(
         self, flows: IncidentWorkflows, response: ResponseWorkflows, closing: ClosingWorkflows,
-        paging: PagingWorkflows,
+        paging: PagingWorkflows, work: Executor,
     ) -> None:
         self.flows = flows
         self.response = response
         self.closing = closing
         self.paging = paging
         self.gateway = flows.gateway
+        self._work = work
+
+    def _later(self, reply: Reply, action: Callable[[], object]) -> None:
+        """Run the work that follows an ack on the work pool, so the listener thread is free
+        at once: an ack never waits behind slow work, however much of it is queued."""
+        self._work.submit(guarded, reply, action)
 
     # -- slash command -----------------------------------------------------------------
 
@@ -124,7 +131,7 @@ class Listeners:
         else:
             ack()
         reply = self._responder(command.get("response_url", ""))
-        guarded(reply, lambda: self._run_command(parsed, command, reply))
+        self._later(reply, lambda: self._run_command(parsed, command, reply))
 
     def _run_command(self, parsed: Command, command: dict[str, Any], reply: Reply) -> None:
         user, channel = command["user_id"], command["channel_id"]
@@ -243,13 +250,13 @@ class Listeners:
             }[action["action_id"]]
             self._open_modal(body["trigger_id"], builder(incident, metadata), reply)
 
-        guarded(reply, open_form)
+        self._later(reply, open_form)
 
     def on_update_button(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         channel = (body.get("channel") or {}).get("id", "")
         reply = self._ephemeral(channel, body["user"]["id"])
-        guarded(reply, lambda: self._open_update_form(
+        self._later(reply, lambda: self._open_update_form(
             self.flows.incident_by_id(int(action.get("value", "0"))), body["trigger_id"], reply))
 
     def on_snooze(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -263,7 +270,7 @@ class Listeners:
             if due is not None:
                 reply(f"Snoozed: the next reminder is due {blocks.slack_date(due)}.")
 
-        guarded(reply, snooze)
+        self._later(reply, snooze)
 
     def _open_update_form(self, incident: Incident, trigger_id: str, reply: Reply) -> None:
         if not Status(incident.status).is_open:
@@ -277,7 +284,7 @@ class Listeners:
     def on_resolve_button(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         reply = self._ephemeral((body.get("channel") or {}).get("id", ""), body["user"]["id"])
-        guarded(reply, lambda: self._open_resolve_form(
+        self._later(reply, lambda: self._open_resolve_form(
             self.flows.incident_by_id(int(action.get("value", "0"))), body["trigger_id"], reply,
             body["user"]["id"]))
 
@@ -305,7 +312,7 @@ class Listeners:
             self._open_modal(body["trigger_id"],
                              blocks.action_modal(incident, metadata, default_due(today)), reply)
 
-        guarded(reply, open_form)
+        self._later(reply, open_form)
 
     def on_criteria_ticked(self, ack: Ack, body: dict[str, Any]) -> None:
         """Suggest a severity in the open declare form from the decision-tree answers."""
@@ -334,7 +341,7 @@ class Listeners:
             else:
                 reply(f"<@{page.acknowledged_by}> already acknowledged this page.")
 
-        guarded(reply, acknowledge)
+        self._later(reply, acknowledge)
 
     def on_action_done(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
@@ -345,7 +352,7 @@ class Listeners:
             item = self.closing.complete_action(int(action.get("value", "0")), user)
             reply(f"Marked done: {blocks.action_line(item)}")
 
-        guarded(reply, complete)
+        self._later(reply, complete)
 
     # -- modals ------------------------------------------------------------------------
 
@@ -461,7 +468,7 @@ class Listeners:
             result = self.flows.declare(declaration)
             reply(declared_message(result.incident, result.problems))
 
-        guarded(reply, declare)
+        self._later(reply, declare)
 
     def on_role_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view_values(view)
@@ -514,7 +521,7 @@ class Listeners:
         if not isinstance(incident_id, int):
             reply("That form has lost track of its incident; open it again from the card.")
             return
-        guarded(reply, lambda: change(incident_id, user))
+        self._later(reply, lambda: change(incident_id, user))
 
     # -- events ------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class ResponseWorkflows:
         self.gateway = flows.gateway
         self.settings = flows.settings
         self.bot_user_id = bot_user_id
+        self._channel_incidents: dict[str, int] = {}
 
     # -- timeline capture (raises on database failure so Slack redelivers) --------------
 
@@ -49,32 +50,42 @@ class ResponseWorkflows:
         return False
 
     def _capture_message(self, event: dict[str, Any]) -> bool:
-        channel = event.get("channel", "")
         subtype = event.get("subtype")
+        if subtype in ("message_changed", "message_deleted"):
+            return self._capture_change(event)
+        if subtype not in HUMAN_SUBTYPES or self._from_bot(event) or not event.get("ts"):
+            return False
+        incident_id = self._incident_id(event.get("channel", ""))
+        if incident_id is None:
+            return False
+        ts, user, text = event["ts"], event.get("user", ""), event.get("text", "")
+        thread_ts = event.get("thread_ts")
+        self.flows.writes.insert(TimelineEvent.__table__, timeline.message_row(
+            incident_id, user_id=user, text=text, ts=ts, thread_ts=thread_ts,
+            occurred_at=ts_time(ts)), timeline.MESSAGE_KEY)
+        return True
+
+    def _incident_id(self, channel_id: str) -> int | None:
+        """The incident of a channel (a channel never changes incident, so hits are cached)."""
+        found = self._channel_incidents.get(channel_id)
+        if found is None and channel_id:
+            with self.flows.sessions() as session:  # errors propagate: Slack redelivers
+                found = lifecycle.incident_id_for_channel(session, channel_id)
+            if found is not None:
+                self._channel_incidents[channel_id] = found
+        return found
+
+    def _capture_change(self, event: dict[str, Any]) -> bool:
         with transaction(self.flows.sessions) as session:
-            incident = lifecycle.get_by_channel(session, channel)
+            incident = lifecycle.get_by_channel(session, event.get("channel", ""))
             if incident is None:
                 return False
-            if subtype == "message_changed":
+            if event.get("subtype") == "message_changed":
                 return self._apply_edit(session, incident, event)
-            if subtype == "message_deleted":
-                ts = event.get("deleted_ts") or (event.get("previous_message") or {}).get("ts")
-                return bool(ts) and timeline.apply_delete(
-                    session, incident.id, ts=ts, deleted_at=ts_time(event.get("ts") or ts)
-                )
-            if subtype not in HUMAN_SUBTYPES or self._from_bot(event):
-                return False
-            ts = event["ts"]
-            timeline.record_message(
-                session,
-                incident.id,
-                user_id=event.get("user", ""),
-                text=event.get("text", ""),
-                ts=ts,
-                thread_ts=event.get("thread_ts"),
-                occurred_at=ts_time(ts),
+            ts = event.get("deleted_ts") or (event.get("previous_message") or {}).get("ts")
+            return bool(ts) and timeline.apply_delete(
+                session, incident.id, ts=ts, deleted_at=ts_time(event.get("ts") or ts)
             )
-            return True
 
     def _apply_edit(self, session: Any, incident: Incident, event: dict[str, Any]) -> bool:
         message = event.get("message") or {}

@@ -22,7 +22,8 @@ from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
 from incidentbot.db import transaction
-from incidentbot.models import Incident, utcnow
+from incidentbot.group_commit import GroupCommit
+from incidentbot.models import Incident, SeenRequest, utcnow
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed, SlackGateway
@@ -67,7 +68,7 @@ class IncidentWorkflows:
 
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], gateway: SlackGateway,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utcnow, *, writes: GroupCommit,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -75,6 +76,7 @@ class IncidentWorkflows:
         self.clock = clock
         self.reminders: ReminderScheduler | None = None
         self.catalog = load_catalog(settings.services_file)
+        self.writes = writes  # hot-path writes (request ledger, channel messages)
         self._remembered = 0
 
     def interval(self, severity: str) -> float:
@@ -325,11 +327,13 @@ class IncidentWorkflows:
 
     def remember_request(self, signature: str) -> bool:
         """False if this exact signed request was accepted before (a replay)."""
-        with transaction(self.sessions) as session:
-            fresh = security.first_time_seen(session, signature, self.clock())
-            self._remembered += 1
-            if self._remembered % 500 == 0:
-                security.forget_old_requests(session, self.clock())
+        now = self.clock()
+        fresh = self.writes.insert(SeenRequest.__table__, security.ledger_row(signature, now),
+                                   security.LEDGER_KEY)
+        self._remembered += 1
+        if self._remembered % 500 == 0:
+            with transaction(self.sessions) as session:
+                security.forget_old_requests(session, now)
         return fresh
 
     def forget_request(self, signature: str) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks for incidentbot: `python -m bench.run` (see bench/README.md)."""

@@ -1,0 +1,745 @@
+"""incidentbot benchmarks: `python -m bench.run [--quick]` prints Markdown tables and writes JSON.
+
+Processes (all on 127.0.0.1): the fake Slack (bench/fake.py), the process under test (the bot,
+or the bare-Bolt baseline; bench/botproc.py), and this one, which seeds databases and sends
+the signed requests. Every latency and throughput figure of the bot is compared with the
+baseline measured in the same run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import load, seed
+from bench.fake import BOT_TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-signing-secret"
+USER = "UBENCH"
+GENERAL = "CGENERAL"
+KINDS = tuple(os.environ.get("BENCH_KINDS", "message,click,update,declare").split(","))
+KIND_LABELS = {
+    "declare": "`/incident declare <title>`",
+    "update": "`/incident update` (modal)",
+    "click": "`card_assign_role` click",
+    "message": "`message` event",
+}
+RATES = (20, 100, 300)
+SECTIONS = ("ack", "ingest", "reminders", "postmortem", "memory")
+MiB = 1024
+PY_SPY_DIR: Path | None = None  # --py-spy: record each bot process's stacks there
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work each section does."""
+
+    phase_s: float  # duration of each open-loop phase
+    drain_cap_s: float  # longest wait for the bot's background work after a phase
+    ingest: tuple[int, int]  # incidents x messages
+    ingest_concurrency: int
+    reminders: int
+    reminders_due: int  # of those, how many fall due (evenly) during the window
+    reminder_window_s: float
+    reminder_wait_s: float  # longest wait for every reminder to be posted
+    at_rest: int
+    postmortem_events: int
+
+
+FULL = Profile(phase_s=6.0, drain_cap_s=30.0, ingest=(50, 200), ingest_concurrency=16,
+               reminders=10_000, reminders_due=600, reminder_window_s=30.0,
+               reminder_wait_s=150.0, at_rest=1_000,
+               postmortem_events=20_000)
+QUICK = Profile(phase_s=2.0, drain_cap_s=8.0, ingest=(10, 100), ingest_concurrency=16,
+                reminders=2_000, reminders_due=200, reminder_window_s=10.0,
+                reminder_wait_s=25.0, at_rest=1_000,
+                postmortem_events=20_000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _http_json(port: int, method: str, path: str, body: Any = None,
+               timeout: float = 60.0) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=payload,
+                     headers={"Content-Type": "application/json"} if payload else {})
+        response = conn.getresponse()
+        data = json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"{method} {path}: {response.status} {data}")
+    return dict(data)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+class Fake:
+    """The fake Slack process and its control API."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.log_path = workdir / "fake.log"
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.fake"], cwd=workdir, stdout=subprocess.PIPE,
+                stderr=log_file, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"fake Slack did not start: {self.log_path.read_text()}")
+        self.port = int(line.split()[1])
+        self.api_url = f"http://127.0.0.1:{self.port}/api/"
+        self.call("POST", "users", {"users": [[USER, "bench"], ["UBENCH2", "bench2"]]})
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return _http_json(self.port, method, f"/bench/{path}", body)
+
+    def channels(self, prefix: str, count: int) -> list[dict[str, str]]:
+        return list(self.call("POST", "channels", {"prefix": prefix, "count": count,
+                                                   "members": [USER]})["channels"])
+
+    def mint(self, count: int) -> tuple[list[str], list[str]]:
+        answer = self.call("POST", "mint", {"triggers": count, "response_urls": count,
+                                            "user": USER})
+        return answer["triggers"], answer["response_urls"]
+
+    def calls(self) -> int:
+        return int(self.call("GET", "stats")["calls"])
+
+    def drain(self, cap_s: float, quiet_s: float = 1.0) -> float | None:
+        """Seconds until the fake saw no call for `quiet_s`; None if still busy after cap_s."""
+        started = last_change = time.monotonic()
+        last = self.calls()
+        while time.monotonic() - started < cap_s:
+            time.sleep(0.2)
+            now_calls = self.calls()
+            if now_calls != last:
+                last, last_change = now_calls, time.monotonic()
+            elif time.monotonic() - last_change >= quiet_s:
+                return last_change - started
+        return None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass
+class Target:
+    """A running bot or baseline process."""
+
+    kind: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    stats_port: int
+    ready_s: float
+    log_path: Path
+
+    def stats(self) -> dict[str, Any]:
+        return _http_json(self.stats_port, "GET", "/")
+
+    def rss_mib(self) -> float:
+        return rss_kib(self.proc.pid) / MiB
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def rss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_target(kind: str, fake: Fake, database_url: str, workdir: Path,
+                 timeout: float = 180.0) -> Target:
+    """Start `python -m bench.botproc kind` and wait until /healthz answers 200."""
+    port, stats_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SECRET, "SLACK_APP_TOKEN": "",
+           "SLACK_API_URL": fake.api_url, "DATABASE_URL": database_url, "PORT": str(port),
+           "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", "BENCH_STATS_PORT": str(stats_port)}
+    log_path = workdir / f"{kind}-{port}.log"
+    started = time.perf_counter()
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.botproc", kind], cwd=workdir,
+                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited early:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                break
+            conn.close()
+        if time.perf_counter() - started > timeout:
+            _stop(proc)
+            raise TimeoutError(f"{kind} not healthy after {timeout}s")
+        time.sleep(0.02)
+    if PY_SPY_DIR is not None and kind == "bot":
+        spy = Path(sys.executable).with_name("py-spy")
+        subprocess.Popen([str(spy), "record", "--pid", str(proc.pid), "--format", "raw",
+                          "--rate", "200", "--threads", "--gil" if os.environ.get(
+                              "BENCH_PYSPY_GIL") else "--idle",
+                          "-o", str(PY_SPY_DIR / f"{kind}-{port}.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Target(kind, proc, port, stats_port, time.perf_counter() - started, log_path)
+
+
+@contextlib.contextmanager
+def running(kind: str, fake: Fake, database_url: str, workdir: Path) -> Iterator[Target]:
+    target = start_target(kind, fake, database_url, workdir)
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+# -- 1. acknowledge latency ------------------------------------------------------------
+
+
+@dataclass
+class Seeded:
+    """Incidents (and their fake channels) that requests are aimed at."""
+
+    ids: list[int]
+    channels: list[dict[str, str]]
+
+
+def build_requests(kind: str, count: int, seeded: Seeded, fake: Fake,
+                   tag: str) -> list[load.Request]:
+    if kind == "message":
+        return [load.message_event(seeded.channels[i % len(seeded.ids)]["id"], USER,
+                                   f"bench message {tag} {i}") for i in range(count)]
+    triggers, urls = fake.mint(count)
+    out = []
+    for i in range(count):
+        channel = seeded.channels[i % len(seeded.ids)]
+        if kind == "click":
+            out.append(load.button_click(
+                "card_assign_role", str(seeded.ids[i % len(seeded.ids)]),
+                channel_id=channel["id"], message_ts=channel["card_ts"], user_id=USER,
+                trigger_id=triggers[i], response_url=urls[i]))
+        elif kind == "update":
+            out.append(load.slash_command("update", channel_id=channel["id"], user_id=USER,
+                                          trigger_id=triggers[i], response_url=urls[i]))
+        else:
+            out.append(load.slash_command(f"declare Bench {tag} {i}", channel_id=GENERAL,
+                                          user_id=USER, trigger_id=triggers[i],
+                                          response_url=urls[i]))
+    return out
+
+
+def summarize(result: load.PhaseResult) -> dict[str, Any]:
+    ms = [x * 1000 for x in result.latencies]
+    return {"sent": result.sent, "ok": result.ok, "errors": result.errors,
+            "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
+            "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms, default=float("nan")),
+            "mean_ms": statistics.fmean(ms) if ms else float("nan"),
+            "elapsed_s": result.elapsed_s, "max_send_slip_ms": result.max_slip_s * 1000}
+
+
+def section_ack(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
+    """Open-loop ack latency per request kind and offered load, bot and baseline."""
+    out: dict[str, Any] = {"phase_s": profile.phase_s, "rates": list(RATES), "results": {}}
+    for kind_of_target in ("baseline", "bot"):
+        results: dict[str, Any] = {}
+        with seed.fresh_database("sqlite", workdir) as url:
+            channels = fake.channels(f"ack-{kind_of_target}", 20)
+            due = datetime.now(UTC) + timedelta(days=1)
+            ids = seed.seed_incidents(url, channels, ic=USER, due_at=[due] * len(channels))
+            seeded = Seeded(ids, channels)
+            target = start_target(kind_of_target, fake, url, workdir)
+            out.setdefault("rss_after_start_mib", {})[kind_of_target] = target.rss_mib()
+            try:
+                for kind in KINDS:
+                    warm = build_requests(kind, 10, seeded, fake, f"{kind_of_target}-warm")
+                    load.closed_loop(target.port, SECRET, warm, concurrency=1)
+                    fake.drain(profile.drain_cap_s)
+                    for rate in RATES:
+                        count = max(10, int(rate * profile.phase_s))
+                        tag = f"{kind_of_target}-{rate}"
+                        requests = build_requests(kind, count, seeded, fake, tag)
+                        log(f"ack: {kind_of_target} {kind} at {rate}/s ({count} requests)")
+                        summary = summarize(load.open_loop(target.port, SECRET, requests, rate))
+                        drained = fake.drain(profile.drain_cap_s)
+                        summary["drain_s"] = drained
+                        if drained is None:  # a backlog would spoil the next phase
+                            log(f"ack: {kind_of_target} still busy after "
+                                f"{profile.drain_cap_s:.0f}s; restarting it")
+                            target.stop()
+                            target = start_target(kind_of_target, fake, url, workdir)
+                            summary["restarted_after"] = True
+                        results[f"{kind}@{rate}"] = summary
+            finally:
+                target.stop()
+        out["results"][kind_of_target] = results
+    return out
+
+
+def ack_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for kind in KINDS:
+        for rate in data["rates"]:
+            bot = data["results"]["bot"][f"{kind}@{rate}"]
+            base = data["results"]["baseline"][f"{kind}@{rate}"]
+            ratio = bot["p99_ms"] / base["p99_ms"] if base["p99_ms"] > 0 else float("nan")
+            verdict = None
+            if rate == 100:
+                verdict = (ratio <= 1.5 and bot["p99_ms"] < 100
+                           and bot["ok"] == bot["sent"])
+            rows.append({"kind": kind, "rate": rate, "bot": bot, "baseline": base,
+                         "p99_ratio": ratio, "pass": verdict})
+    return rows
+
+
+def table_ack(data: dict[str, Any]) -> str:
+    lines = ["| request | load | bot p50 | bot p99 | bot max | base p50 | base p99 | base max "
+             "| p99 bot/base | bot 200s/sent | bot drain | target (100/s: p99 ≤ 1.5× base, "
+             "< 100 ms) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in ack_rows(data):
+        bot, base = row["bot"], row["baseline"]
+        drain = "—" if bot.get("drain_s") is None and not bot.get("restarted_after") else (
+            f">{data.get('drain_cap_s', 0):.0f} s (restarted)" if bot.get("restarted_after")
+            else f"{bot['drain_s']:.1f} s")
+        verdict = "—" if row["pass"] is None else ("PASS" if row["pass"] else "MISS")
+        lines.append(
+            f"| {KIND_LABELS[row['kind']]} | {row['rate']}/s | {_ms(bot['p50_ms'])} | "
+            f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
+            f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
+            f"{bot['ok']}/{bot['sent']} | {drain} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f} ms"
+
+
+# -- 2. timeline ingest -----------------------------------------------------------------
+
+
+def section_ingest(profile: Profile, fake: Fake, workdir: Path,
+                   databases: Sequence[str]) -> dict[str, Any]:
+    """Closed-loop message events into incident channels; every one must be stored."""
+    incidents, per = profile.ingest
+    out: dict[str, Any] = {"incidents": incidents, "messages_per_incident": per,
+                           "concurrency": profile.ingest_concurrency, "runs": []}
+    plans = [("baseline", "sqlite")] + [("bot", db) for db in databases]
+    for kind_of_target, database in plans:
+        with seed.fresh_database(database, workdir) as url:
+            channels = fake.channels(f"ingest-{kind_of_target}-{database}", incidents + 1)
+            due = datetime.now(UTC) + timedelta(days=1)
+            ids = seed.seed_incidents(url, channels, ic=USER, due_at=[due] * len(channels))
+            with running(kind_of_target, fake, url, workdir) as target:
+                warm = [load.message_event(channels[-1]["id"], USER, f"warm {i}")
+                        for i in range(50)]
+                load.closed_loop(target.port, SECRET, warm, concurrency=4)
+                requests = [load.message_event(channels[i]["id"], USER, f"message {m} in {i}")
+                            for m in range(per) for i in range(incidents)]
+                log(f"ingest: {kind_of_target} on {database}: {len(requests)} events")
+                result = load.closed_loop(target.port, SECRET, requests,
+                                          profile.ingest_concurrency)
+            stored = seed.count_messages(url, ids[:incidents]) if kind_of_target == "bot" \
+                else None
+        run = {"target": kind_of_target, "database": database, **summarize(result),
+               "per_s": result.ok / result.elapsed_s if result.elapsed_s else 0.0,
+               "stored": stored, "expected": incidents * per}
+        out["runs"].append(run)
+    base = next(r for r in out["runs"] if r["target"] == "baseline")
+    for run in out["runs"]:
+        run["vs_baseline"] = run["per_s"] / base["per_s"] if base["per_s"] else float("nan")
+        if run["target"] == "bot":
+            run["all_stored"] = run["stored"] == run["expected"] and run["ok"] == run["sent"]
+            run["pass"] = (run["all_stored"] and run["vs_baseline"] >= 0.7
+                           and (run["database"] != "sqlite" or run["per_s"] >= 500))
+    return out
+
+
+def table_ingest(data: dict[str, Any]) -> str:
+    lines = ["| target | database | events | 200s | msg/s | p50 | p99 | rows stored "
+             "(kind='message') | vs baseline | target (SQLite ≥ 500/s, all stored, ≥ 0.7× base) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for run in data["runs"]:
+        bot = run["target"] == "bot"
+        stored = f"{run['stored']}/{run['expected']}" if bot else "— (acks only)"
+        verdict = "—" if not bot else ("PASS" if run["pass"] else "MISS")
+        if bot and run["database"] != "sqlite":
+            verdict = "—" if run["pass"] else "MISS (≥ 0.7× base, all stored)"
+            verdict = "PASS (≥ 0.7× base, all stored)" if run["pass"] else verdict
+        lines.append(
+            f"| {run['target']} | {run['database'] if bot else 'none'} | {run['sent']} | "
+            f"{run['ok']} | {run['per_s']:.0f} | {_ms(run['p50_ms'])} | {_ms(run['p99_ms'])} | "
+            f"{stored} | {run['vs_baseline']:.2f}× | {verdict} |")
+    return "\n".join(lines)
+
+
+# -- 3. reminder scale ------------------------------------------------------------------
+
+
+def section_reminders(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
+    """Plan N reminders, restart, and let some of them fall due at a steady rate.
+
+    10,000 SEV1 incidents (a 15-minute interval) would make about 11 reminders a second
+    in steady state; the full profile lets 600 fall due over 30 s (20/s) while all 10,000
+    jobs stay in the job store.
+    """
+    n = profile.reminders
+    interval = timedelta(minutes=30)  # SEV2
+    out: dict[str, Any] = {"incidents": n, "window_s": profile.reminder_window_s,
+                           "due": profile.reminders_due}
+    with seed.fresh_database("sqlite", workdir) as url:
+        channels = fake.channels("rem", n)
+        later = datetime.now(UTC) + timedelta(days=1)
+        ids = seed.seed_incidents(url, channels, ic=USER, due_at=[later] * n)
+        log(f"reminders: first start with {n} open incidents")
+        with running("bot", fake, url, workdir) as first:
+            stats = first.stats()
+            out["first_start_s"] = first.ready_s
+            out["schedule_s"] = stats["plan_all"][0]["seconds"]
+            out["scheduled"] = stats["plan_all"][0]["count"]
+            out["rss_after_planning_mib"] = first.rss_mib()
+        out["jobs_after_first_start"] = seed.count_jobs(url)
+
+        # Due times for the restart: after it is expected to be ready, `reminders_due` of the
+        # incidents spread evenly over the window (the rest stay a day away).
+        lead = first.ready_s * 1.5 + 3.0
+        window_start = datetime.now(UTC) + timedelta(seconds=lead)
+        falling = ids[:profile.reminders_due]
+        step = profile.reminder_window_s / len(falling)
+        due = {incident_id: window_start + timedelta(seconds=step * i)
+               for i, incident_id in enumerate(falling)}
+        seed.set_due(url, due, interval)
+        by_channel = {c["id"]: due[i] for c, i in zip(channels, ids, strict=True) if i in due}
+        fake.call("POST", "watch", {"channels": list(by_channel)})
+        log("reminders: restart, then reminders fall due")
+        with running("bot", fake, url, workdir) as second:
+            ready_at = datetime.now(UTC)
+            out["restart_s"] = second.ready_s
+            out["restart_plan_s"] = second.stats()["plan_all"][0]["seconds"]
+            out["jobs_after_restart"] = seed.count_jobs(url)
+            out["first_due_after_ready_s"] = (window_start - ready_at).total_seconds()
+            peak = second.rss_mib()
+            deadline = time.monotonic() + lead + profile.reminder_window_s \
+                + profile.reminder_wait_s
+            posted: dict[str, float] = {}
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                peak = max(peak, second.rss_mib())
+                posted = fake.call("GET", "watch")["posted"]
+                if len(posted) >= len(due):
+                    break
+            fires = second.stats()["fires"]
+            out["rss_peak_while_firing_mib"] = peak
+        lags = [posted[c] - d.timestamp() for c, d in by_channel.items() if c in posted]
+        job_lags = [fires[str(i)] - due[i].timestamp() for i in due if str(i) in fires]
+        out.update(posted=len(posted), jobs_started=len(fires),
+                   lag_p50_s=pct(lags, 50), lag_p99_s=pct(lags, 99),
+                   lag_max_s=max(lags, default=float("nan")),
+                   job_start_lag_p50_s=pct(job_lags, 50), job_start_lag_p99_s=pct(job_lags, 99),
+                   last_post_after_window_s=(max(posted.values()) - (
+                       window_start.timestamp() + profile.reminder_window_s)) if posted else None)
+    out["checks"] = {
+        "scheduled_lt_5s": out["scheduled"] == n and out["schedule_s"] < 5.0,
+        "lag_p99_lt_1s": out["posted"] == out["due"] and out["lag_p99_s"] < 1.0,
+        "restart_lt_5s": out["jobs_after_restart"] == n and out["restart_s"] < 5.0,
+        "rss_lt_300mb": max(out["rss_after_planning_mib"], out["rss_peak_while_firing_mib"])
+        < 300,
+    }
+    return out
+
+
+def table_reminders(data: dict[str, Any]) -> str:
+    n, check = data["incidents"], data["checks"]
+
+    def verdict(key: str) -> str:
+        return "PASS" if check[key] else "MISS"
+
+    def sec(value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{value:.2f} s"
+
+    rows = [
+        ("reminders planned at start (`plan_all_reminders`)",
+         f"{data['scheduled']} in {sec(data['schedule_s'])}", f"{n} in < 5 s",
+         verdict("scheduled_lt_5s")),
+        ("first start until /healthz", sec(data["first_start_s"]), "", ""),
+        ("RSS after planning", f"{data['rss_after_planning_mib']:.0f} MB", "< 300 MB",
+         verdict("rss_lt_300mb")),
+        ("restart until all jobs reloaded (spawn → /healthz)",
+         f"{sec(data['restart_s'])} ({data['jobs_after_restart']} jobs; re-plan "
+         f"{sec(data['restart_plan_s'])})", "< 5 s", verdict("restart_lt_5s")),
+        (f"reminders falling due while {n} are scheduled: {data['due']} over "
+         f"{data['window_s']:.0f} s ({data['due'] / data['window_s']:.0f}/s)",
+         f"{data['posted']}/{data['due']} posted", f"{data['due']}", ""),
+        ("post lag after due time p50 / p99 / max",
+         f"{sec(data['lag_p50_s'])} / {sec(data['lag_p99_s'])} / {sec(data['lag_max_s'])}",
+         "p99 < 1 s", verdict("lag_p99_lt_1s")),
+        ("job start lag p50 / p99 (inside the bot)",
+         f"{sec(data['job_start_lag_p50_s'])} / {sec(data['job_start_lag_p99_s'])}", "", ""),
+        ("peak RSS while firing", f"{data['rss_peak_while_firing_mib']:.0f} MB", "< 300 MB",
+         verdict("rss_lt_300mb")),
+    ]
+    lines = ["| reminders | measured | target | result |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c or '—'} | {d or '—'} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+# -- 4. postmortem rendering ------------------------------------------------------------
+
+
+def section_postmortem(workdir: Path, events: int) -> dict[str, Any]:
+    """Load and render the postmortem draft of an incident with `events` timeline rows."""
+    import tracemalloc
+
+    from sqlalchemy.orm import Session
+
+    from incidentbot.core import postmortem
+
+    with seed.fresh_database("sqlite", workdir) as url:
+        channel = [{"id": "CPM0000001", "card_ts": "1.000100"}]
+        due = datetime.now(UTC) + timedelta(days=1)
+        [incident_id] = seed.seed_incidents(url, channel, ic=USER, due_at=[due])
+        seed.seed_timeline(url, incident_id, events, user=USER)
+        with seed.engine_for(url) as engine:
+            def render_once() -> str:
+                with Session(engine) as session:
+                    return postmortem.render(postmortem.load(session, incident_id))
+
+            render_once()  # warm: template compiled, imports done
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                markdown = render_once()
+                times.append(time.perf_counter() - started)
+            tracemalloc.start()
+            render_once()
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+    return {"events": events, "repeats": len(times), "p50_s": pct(times, 50),
+            "max_s": max(times), "peak_mib": peak / 2**20, "markdown_chars": len(markdown),
+            "markdown_lines": markdown.count("\n"), "pass": max(times) < 2.0}
+
+
+def table_postmortem(data: dict[str, Any]) -> str:
+    return "\n".join([
+        "| postmortem draft (`load` + `render`) | measured | target | result |",
+        "| --- | --- | --- | --- |",
+        f"| {data['events']} timeline events, {data['repeats']} renders: p50 / max | "
+        f"{data['p50_s']:.2f} s / {data['max_s']:.2f} s | < 2 s | "
+        f"{'PASS' if data['pass'] else 'MISS'} |",
+        f"| peak Python allocations during one render (tracemalloc) | "
+        f"{data['peak_mib']:.0f} MB | — | — |",
+        f"| draft size | {data['markdown_chars']} chars, {data['markdown_lines']} lines | — | — |",
+    ])
+
+
+# -- 5. memory at rest ------------------------------------------------------------------
+
+
+def section_memory(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
+    """RSS after start-up (and reminder planning) with N open incidents, bot and baseline."""
+    n = profile.at_rest
+    out: dict[str, Any] = {"incidents": n}
+    with seed.fresh_database("sqlite", workdir) as url:
+        channels = fake.channels("rest", n)
+        due = datetime.now(UTC) + timedelta(days=1)
+        seed.seed_incidents(url, channels, ic=USER, due_at=[due] * n)
+        for kind_of_target in ("baseline", "bot"):
+            with running(kind_of_target, fake, url, workdir) as target:
+                time.sleep(2.0)  # let start-up threads settle
+                out[f"{kind_of_target}_rss_mib"] = target.rss_mib()
+                out[f"{kind_of_target}_start_s"] = target.ready_s
+        out["jobs"] = seed.count_jobs(url)
+    return out
+
+
+def table_memory(data: dict[str, Any]) -> str:
+    return "\n".join([
+        "| process at rest | open incidents | reminder jobs | start → /healthz | RSS |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| bot | {data['incidents']} | {data['jobs']} | {data['bot_start_s']:.2f} s | "
+        f"{data['bot_rss_mib']:.0f} MB |",
+        f"| baseline (bare Bolt) | — | — | {data['baseline_start_s']:.2f} s | "
+        f"{data['baseline_rss_mib']:.0f} MB |",
+        f"| bot − baseline | | | | {data['bot_rss_mib'] - data['baseline_rss_mib']:.0f} MB |",
+    ])
+
+
+# -- machine facts and the run ------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info
+                    if line.startswith("model name")), cpu)
+    packages = {name: version(name) for name in
+                ("slack_bolt", "slack_sdk", "SQLAlchemy", "APScheduler", "waitress", "psycopg")}
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "packages": packages,
+            "server_threads": 8, "when": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def table_machine(facts: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in facts["packages"].items())
+    return "\n".join([
+        "| machine | |", "| --- | --- |",
+        f"| cores | {facts['cores']} ({facts['cpu']}) |",
+        f"| Python | {facts['python']} ({facts['platform']}) |",
+        f"| packages | {packages} |",
+        f"| server | waitress, {facts['server_threads']} threads (bot and baseline) |",
+        f"| run | {facts['when']}, `{facts['command']}` |",
+    ])
+
+
+@dataclass
+class Run:
+    profile: Profile
+    sections: Sequence[str]
+    databases: Sequence[str]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def postgres_reachable(url: str = seed.PG_URL) -> bool:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="short run (< 2 min): shorter phases, fewer messages and reminders")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"),
+                        help="where to write the results (default bench/results.json)")
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="record each bot process with py-spy (raw stacks) into DIR")
+    args = parser.parse_args(argv)
+    if args.py_spy:
+        global PY_SPY_DIR
+        PY_SPY_DIR = Path(args.py_spy).resolve()
+        PY_SPY_DIR.mkdir(parents=True, exist_ok=True)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    profile = QUICK if args.quick else FULL
+    databases = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
+    if "postgresql" not in databases:
+        log(f"PostgreSQL unreachable at {seed.PG_URL}; ingest runs on SQLite only")
+    facts = machine_facts()
+    facts["command"] = "python -m bench.run" + (" --quick" if args.quick else "") + (
+        f" --sections {args.sections}" if set(sections) != set(SECTIONS) else "")
+    results: dict[str, Any] = {"machine": facts, "profile": profile.__dict__}
+    tables: list[tuple[str, str]] = []
+    steps: dict[str, Callable[[Fake, Path], Any]] = {
+        "ack": lambda fake, wd: section_ack(profile, fake, wd),
+        "ingest": lambda fake, wd: section_ingest(profile, fake, wd, databases),
+        "reminders": lambda fake, wd: section_reminders(profile, fake, wd),
+        "postmortem": lambda fake, wd: section_postmortem(wd, profile.postmortem_events),
+        "memory": lambda fake, wd: section_memory(profile, fake, wd),
+    }
+    renderers: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+        "ack": ("1. Acknowledge latency (open loop, SQLite)", table_ack),
+        "ingest": ("2. Timeline ingest (closed loop)", table_ingest),
+        "reminders": ("3. Reminder scale (SQLite)", table_reminders),
+        "postmortem": ("4. Postmortem rendering", table_postmortem),
+        "memory": ("5. Memory at rest (SQLite)", table_memory),
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="incidentbot-bench-") as tmp:
+        workdir = Path(tmp)
+        fake = Fake(workdir)
+        try:
+            for name in SECTIONS:
+                if name not in sections:
+                    continue
+                section_started = time.perf_counter()
+                results[name] = steps[name](fake, workdir)
+                results[name]["section_s"] = time.perf_counter() - section_started
+                if name == "ack":
+                    results[name]["drain_cap_s"] = profile.drain_cap_s
+                title, render = renderers[name]
+                tables.append((title, render(results[name])))
+                fake.call("POST", "forget")
+        finally:
+            fake.stop()
+    results["total_s"] = time.perf_counter() - started
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print("## Machine\n")
+    print(table_machine(facts))
+    for title, table in tables:
+        print(f"\n## {title}\n")
+        print(table)
+    print(f"\nTotal {results['total_s']:.0f} s; results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
