@@ -122,8 +122,6 @@ class _Stats(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> int:
     kind = argv[0] if argv else "bot"
-    if os.environ.get("BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
