@@ -66,6 +66,7 @@ class ReminderScheduler:
     ) -> None:
         self._handler = handler
         self._postmortem_handler = postmortem_handler
+        self._engine = engine
         self._leadership = Leadership(engine, on_leadership, self)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)},
@@ -122,6 +123,13 @@ class ReminderScheduler:
             run_scheduled, "date", run_date=at, args=[kind, target_id],
             id=job_id(target_id, kind), replace_existing=True, name=f"{kind} {target_id}",
         )
+
+    def planned(self, kind: str = "reminder") -> dict[int, float]:
+        """When each stored job of this kind next runs (epoch seconds), in one query."""
+        query = text(f"SELECT id, next_run_time FROM {JOB_TABLE} WHERE id LIKE :prefix")
+        with self._engine.connect() as connection:
+            rows = connection.execute(query, {"prefix": f"{kind}:%"}).all()
+        return {int(job.split(":", 1)[1]): float(at) for job, at in rows if at is not None}
 
     def plan(self, incident_id: int, due_at: datetime | None) -> None:
         """Schedule (or move) the incident's update reminder; None cancels it."""

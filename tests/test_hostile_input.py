@@ -382,9 +382,6 @@ def test_modals_are_valid_and_escape_user_text(incident: Incident, data: st.Data
         assert_escaped(mrkdwn_texts(view), view["callback_id"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "blocks.card_text puts incident.title unescaped into the card's top-level `text` (the "
-    "notification fallback, rendered as mrkdwn): a title with <!channel> pings the channel"))
 @settings(max_examples=50, deadline=None)
 @given(incidents())
 @example(Incident(id=1, title="DB down <!channel>", severity="SEV2", status="investigating",
@@ -393,11 +390,6 @@ def test_card_fallback_text_escapes_the_title(incident: Incident) -> None:
     assert_escaped([blocks.card_text(incident)], "card fallback text")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "UsageError messages echo the offending token raw (commands.parse/_role/parse_user/"
-    "_severity/_status/_bad_date/_stats) and listeners.on_command acks with that text and "
-    "blocks.help_blocks(problem) unescaped: `/incident role ic <!channel>` shows <!channel> "
-    "as markup in the ephemeral answer"))
 @settings(max_examples=200, deadline=None)
 @given(command_texts())
 @example("role ic <!channel>")
@@ -572,7 +564,7 @@ FIELD_TEXT = st.none() | hostile_text(4000, nul=False)
     blocks.SEVERITY: st.none() | st.sampled_from(("SEV1", "SEV2", "SEV4", "sev9", "",
                                                   "<!channel>", "x" * 4000)),
     blocks.DESCRIPTION: FIELD_TEXT,
-    blocks.SERVICE: st.none() | hostile_text(120, nul=False),  # over 120: see xfail below
+    blocks.SERVICE: st.none() | hostile_text(120, nul=False),  # the form caps it at 120
     blocks.PRIVATE: st.lists(st.sampled_from(("private", "drill")), unique=True),
 }))
 @example(values={blocks.TITLE: "<!channel> down", blocks.DESCRIPTION: "<!here> " * 500,
@@ -615,10 +607,10 @@ MINUTES = ("", "0", "-5", "abc", "1e9", "nan", "inf", "30", "1440", "1441", "0.5
 @E2E
 @given(values=st.fixed_dictionaries({}, optional={
     blocks.STATUS: st.none() | st.sampled_from(STATUSES),
-    blocks.IMPACT: st.none() | hostile_text(1500, nul=False),  # over 1500: see xfail below
+    blocks.IMPACT: st.none() | hostile_text(1500, nul=False),  # the form caps it at 1500
     blocks.CURRENT_ACTION: FIELD_TEXT,
     blocks.NEXT_UPDATE: st.none() | st.sampled_from(MINUTES),
-    blocks.ETA: st.none() | hostile_text(200, nul=False),  # over 200: see xfail below
+    blocks.ETA: st.none() | hostile_text(200, nul=False),  # the form caps it at 200
 }))
 @example(values={blocks.IMPACT: "<!channel> EU & <https://evil.example|pay>",
                  blocks.CURRENT_ACTION: "<@U123ABC|sam> rolls back", blocks.ETA: "<!here>"})

@@ -265,6 +265,13 @@ def set_card(session: Session, incident: Incident, card_ts: str) -> None:
     session.flush()
 
 
+def open_update_clocks(session: Session) -> list[tuple[int, datetime | None]]:
+    """(id, next update due) of every open incident: what the reminder jobs must mirror."""
+    query = select(Incident.id, Incident.next_update_due_at).where(
+        Incident.status.in_([s.value for s in ACTIVE_STATUSES]))
+    return [(incident_id, due) for incident_id, due in session.execute(query)]
+
+
 def list_open(session: Session) -> list[Incident]:
     """Open incidents, most severe first, then oldest first."""
     query = (

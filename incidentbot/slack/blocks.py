@@ -128,7 +128,8 @@ def _severity_line(severity: Severity) -> str:
 def card_text(incident: Incident) -> str:
     """The card's notification text (also what screen readers and push notifications show)."""
     drill = "DRILL · " if incident.is_drill else ""
-    return f"{drill}{incident.severity} · {Status(incident.status).label} · {incident.title}"
+    return (f"{drill}{incident.severity} · {Status(incident.status).label} · "
+            f"{escape(incident.title)}")
 
 
 def incident_card(

@@ -10,6 +10,7 @@ from datetime import date
 from incidentbot.core.roles import Role
 from incidentbot.core.severity import Severity
 from incidentbot.core.status import SETTABLE_STATUSES, Status
+from incidentbot.slack.blocks import escape
 
 USER_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
 ROLE_NAMES = "|".join(role.value for role in Role)
@@ -22,6 +23,12 @@ Parser = Callable[[list[str], str], "Command"]
 
 class UsageError(Exception):
     """The command text is wrong; the message names the problem and the right form."""
+
+
+def _shown(token: str, limit: int = 30) -> str:
+    """A token of the user's to quote back in mrkdwn: shortened, its markup made inert."""
+    short = token if len(token) <= limit else token[:limit] + "…"
+    return escape(short)
 
 
 @dataclass(frozen=True)
@@ -135,9 +142,8 @@ def parse(text: str) -> Command:
     name, args = words[0].lower(), words[1:]
     parser = _PARSERS.get(name)
     if parser is None:
-        shown = name if len(name) <= 30 else name[:30] + "…"
         raise UsageError(
-            f"`{shown}` is not an incident command. Try `/incident declare <title>`, "
+            f"`{_shown(name)}` is not an incident command. Try `/incident declare <title>`, "
             "`role`, `severity`, `status`, `update`, `note`, `timeline`, `resolve`, "
             "`action`, `actions`, `comms`, `page`, `stats`, `list` or `help`."
         )
@@ -160,7 +166,7 @@ def _role(args: list[str], _rest: str) -> Command:
         raise UsageError(f"Say which role and who. {usage}")
     role = Role.parse(args[0])
     if role is None:
-        raise UsageError(f"`{args[0][:30]}` is not a role. {usage}")
+        raise UsageError(f"`{_shown(args[0])}` is not a role. {usage}")
     if len(args) > 2:
         raise UsageError(f"Name one person per role. {usage}")
     return AssignRole(role=role, user_id=parse_user(args[1], usage))
@@ -172,9 +178,10 @@ def parse_user(token: str, usage: str) -> str:
     if match:
         return match.group(1)
     if token.startswith("<!") or token.startswith("<#"):
-        raise UsageError(f"`{token[:40]}` is not a person. {usage}")
+        raise UsageError(f"`{_shown(token, 40)}` is not a person. {usage}")
     raise UsageError(
-        f"`{token[:40]}` is not a user mention: type @ and pick the person from the list. {usage}"
+        f"`{_shown(token, 40)}` is not a user mention: type @ and pick the person from the "
+        f"list. {usage}"
     )
 
 
@@ -184,7 +191,7 @@ def _severity(args: list[str], _rest: str) -> Command:
         raise UsageError(f"Give one severity. {usage}")
     severity = Severity.parse(args[0])
     if severity is None:
-        raise UsageError(f"`{args[0][:30]}` is not a severity. {usage}")
+        raise UsageError(f"`{_shown(args[0])}` is not a severity. {usage}")
     return SetSeverity(severity=severity)
 
 
@@ -194,7 +201,7 @@ def _status(args: list[str], _rest: str) -> Command:
         raise UsageError(f"Give one status. {usage}")
     status = Status.parse(args[0])
     if status is None or status not in SETTABLE_STATUSES:
-        raise UsageError(f"`{args[0][:30]}` is not a status you can set. {usage}")
+        raise UsageError(f"`{_shown(args[0])}` is not a status you can set. {usage}")
     return SetStatus(status=status)
 
 
@@ -253,7 +260,7 @@ def parse_due(text: str) -> date:
 
 
 def _bad_date(text: str) -> date:
-    shown = text[:30] or "(nothing)"
+    shown = _shown(text) if text else "(nothing)"
     raise UsageError(f"`{shown}` is not a date: write the due date as YYYY-MM-DD. {ACTION_USAGE}")
 
 
@@ -264,7 +271,7 @@ def _stats(args: list[str], _rest: str) -> Command:
     try:
         days = float(args[0])
     except ValueError:
-        raise UsageError(f"`{args[0][:30]}` is not a number of days. {usage}") from None
+        raise UsageError(f"`{_shown(args[0])}` is not a number of days. {usage}") from None
     if len(args) > 1 or not 1 <= days <= MAX_STATS_DAYS:
         raise UsageError(usage)
     return Stats(days=days)

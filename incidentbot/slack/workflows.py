@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,11 +90,19 @@ class IncidentWorkflows:
         self.reminders.plan(incident.id, due)
 
     def plan_all_reminders(self) -> int:
-        """At start: re-plan every open incident's reminder from the database."""
-        incidents = self.open_incidents()
-        for incident in incidents:
-            self.plan_reminder(incident)
-        return len(incidents)
+        """At start: make every open incident's reminder job match its clock in the database
+        (jobs already right, as after a restart, are left alone)."""
+        if self.reminders is None:
+            return 0
+        with self._unit() as session:
+            clocks = lifecycle.open_update_clocks(session)
+        planned = self.reminders.planned()
+        for incident_id, due in clocks:
+            at = due.replace(tzinfo=due.tzinfo or UTC).timestamp() if due else None
+            stored = planned.get(incident_id)
+            if at is None or stored is None or abs(stored - at) > 0.001:
+                self.reminders.plan(incident_id, due)
+        return len(clocks)
 
     # -- reading -----------------------------------------------------------------------
 
