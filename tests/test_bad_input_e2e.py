@@ -18,7 +18,7 @@ from tests.test_declare_e2e import GENERAL, answer, assert_fast_acks, declare
         ("role", "Say which role and who. Use `/incident role ic|scribe|comms|tech|ops|planning"),
         ("role wizard <@UBOB|bob>", "`wizard` is not a role"),
         ("role ic bob", "`bob` is not a user mention"),
-        ("role ic <!channel>", "`<!channel>` is not a person"),
+        ("role ic <!channel>", "`&lt;!channel&gt;` is not a person"),
         ("severity SEV9", "`SEV9` is not a severity. Use `/incident severity SEV1|SEV2|SEV3|SEV4`"),
         ("status sleeping", "`sleeping` is not a status you can set"),
     ],

@@ -89,7 +89,7 @@ def test_parse_valid(text: str, expected: object) -> None:
         ("role wizard <@U1234>", "`wizard` is not a role"),
         ("role ic bob", "`bob` is not a user mention"),
         ("role ic @bob", "`@bob` is not a user mention"),
-        ("role ic <!channel>", "`<!channel>` is not a person"),
+        ("role ic <!channel>", "`&lt;!channel&gt;` is not a person"),
         ("role ic <#C123|general>", "is not a person"),
         ("role ic <@U1> <@U2>", "one person per role"),
         ("severity", "Give one severity"),
