@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from incidentbot.config import Settings, load_settings
-from incidentbot.db import normalize_url
+from incidentbot.db import create_db_engine, migrate, normalize_url
 from incidentbot.server import Bot, create_bot, make_http_server, stop_http_server
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -73,6 +73,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     admin_url = request.getfixturevalue("postgres_admin_url")
     yield from _fresh_postgres_schema(admin_url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated engine on the test's fresh database."""
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -11,21 +10,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from incidentbot.core import security, timeline
-from incidentbot.db import create_db_engine, migrate
 from incidentbot.group_commit import GroupCommit
 from incidentbot.models import Incident, SeenRequest, TimelineEvent
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 LEDGER = SeenRequest.__table__
 EVENTS = TimelineEvent.__table__
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def count(engine: Engine, model: type) -> int:

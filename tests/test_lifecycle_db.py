@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,18 +17,10 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
-from incidentbot.db import create_db_engine, migrate
+from incidentbot.db import migrate
 from incidentbot.models import Incident, RoleAssignment, TimelineEvent
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _declare(session: Session, channel: str = "C100", **fields: Any) -> Incident:

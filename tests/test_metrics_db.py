@@ -3,7 +3,6 @@ databases; the postmortem rendered from fixed data."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -12,19 +11,10 @@ from sqlalchemy.orm import Session
 
 from incidentbot.core import postmortem
 from incidentbot.core.metrics import durations, format_duration, period_stats
-from incidentbot.db import create_db_engine, migrate
 from incidentbot.models import ActionItem, Incident, TimelineEvent
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def incident(n: int, severity: str, declared: datetime, *, ack: timedelta,

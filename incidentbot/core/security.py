@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from incidentbot.core.roles import ROLE_TITLES, Role
@@ -16,16 +15,6 @@ from incidentbot.models import Incident, SeenRequest, utcnow
 # Slack refuses timestamps older than 5 minutes, so a signature older than that cannot be
 # replayed anyway; keep a margin.
 REPLAY_WINDOW = timedelta(minutes=10)
-
-
-def first_time_seen(session: Session, signature: str, now: datetime | None = None) -> bool:
-    """Record a request signature; False when it was already recorded (a replay)."""
-    try:
-        with session.begin_nested():
-            session.add(SeenRequest(signature=signature[:100], seen_at=now or utcnow()))
-    except IntegrityError:
-        return False
-    return True
 
 
 LEDGER_KEY = ("signature",)

@@ -61,7 +61,7 @@ def record(
     data: dict[str, Any] | None = None,
 ) -> TimelineEvent | None:
     """Add one timeline entry; returns None when `dedupe_key` was already recorded."""
-    event = TimelineEvent(
+    return add_once(session, TimelineEvent(
         incident_id=incident_id,
         kind=kind.value,
         text=text,
@@ -72,8 +72,12 @@ def record(
         thread_ts=thread_ts,
         is_key=is_key,
         data=data or {},
-    )
-    if dedupe_key is None:
+    ))
+
+
+def add_once(session: Session, event: TimelineEvent) -> TimelineEvent | None:
+    """Flush `event`; None when its `dedupe_key` is already stored for its incident."""
+    if event.dedupe_key is None:
         session.add(event)
         session.flush()
         return event
@@ -111,11 +115,9 @@ def record_message(
     thread_ts: str | None, occurred_at: datetime,
 ) -> TimelineEvent | None:
     """Store a channel message once, however often Slack delivers it."""
-    return record(
-        session, incident_id, EventKind.MESSAGE, text, actor_id=user_id,
-        occurred_at=occurred_at, dedupe_key=message_key(ts), slack_ts=ts,
-        thread_ts=thread_ts if thread_ts != ts else None,
-    )
+    return add_once(session, TimelineEvent(**message_row(
+        incident_id, user_id=user_id, text=text, ts=ts, thread_ts=thread_ts,
+        occurred_at=occurred_at)))
 
 
 MESSAGE_KEY = ("incident_id", "dedupe_key")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,9 +98,10 @@ class IncidentWorkflows:
             clocks = lifecycle.open_update_clocks(session)
         planned = self.reminders.planned()
         for incident_id, due in clocks:
-            at = due.replace(tzinfo=due.tzinfo or UTC).timestamp() if due else None
             stored = planned.get(incident_id)
-            if at is None or stored is None or abs(stored - at) > 0.001:
+            in_step = stored is None if due is None else (
+                stored is not None and abs(stored - due.timestamp()) < 0.001)
+            if not in_step:
                 self.reminders.plan(incident_id, due)
         return len(clocks)
 
