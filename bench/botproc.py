@@ -2,8 +2,8 @@
 
 `bot` is the real bot (`create_bot` + `make_http_server`, as `app.py` serves it). `baseline` is
 a bare Bolt `App` whose listeners only `ack()`, built the same way (same WebClient, signing
-secret and `process_before_response=False`) and served by the same waitress stack (same
-thread count). Both answer `GET /healthz`.
+secret and `process_before_response=True`, as `build_bolt_app`) and served by the same
+waitress stack (same thread count). Both answer `GET /healthz`.
 
 A side server on `BENCH_STATS_PORT` (never the port under test) reports timings taken inside
 the process: how long `create_bot` and each `plan_all_reminders` took, and when each
@@ -81,7 +81,7 @@ def build_baseline(settings: Settings) -> tuple[Any, Callable[[], None]]:
 
     started = time.perf_counter()
     app = App(client=build_client(settings.slack_bot_token, settings.slack_api_url),
-              signing_secret=settings.slack_signing_secret, process_before_response=False,
+              signing_secret=settings.slack_signing_secret, process_before_response=True,
               logger=logging.getLogger("baseline.bolt"))
 
     def ack_only(ack: Ack) -> None:

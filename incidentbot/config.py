@@ -21,7 +21,6 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 3000
     server_threads: int = Field(default=8, ge=1, le=256)
-    listener_threads: int = Field(default=32, ge=1, le=512)
     work_threads: int = Field(default=8, ge=1, le=256)
     incident_channel_prefix: str = "inc"
     broadcast_channel: str = ""

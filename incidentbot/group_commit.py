@@ -1,7 +1,8 @@
 """Group commit: the hot-path inserts of many request threads share one statement and commit.
 
 Slack expects an answer within 3 seconds, and the bot answers a request only once it is
-stored (its signature in the replay ledger; a channel message in the timeline), so a busy
+stored (its signature in the replay ledger and, for a channel message, the message in the
+timeline, in the same transaction), so a busy
 channel means many tiny concurrent write transactions. On SQLite they queue on the single
 write lock and its busy-wait back-off; on PostgreSQL each pays a round trip and a commit.
 Here one caller at a time takes every insert waiting, writes each table's rows with one
@@ -21,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -31,39 +32,52 @@ MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
-class _Insert:
+class Row:
+    """One row to insert into `table` unless a row with the same `unique` columns exists."""
+
     table: Table
+    values: Mapping[str, Any]
     unique: tuple[str, ...]
-    row: Mapping[str, Any]
-    done: Future[bool] = field(default_factory=Future)
 
     @property
-    def key(self) -> tuple[Any, ...]:
-        return tuple(self.row[column] for column in self.unique)
+    def key(self) -> tuple[str, tuple[Any, ...]]:
+        return self.table.name, tuple(self.values[column] for column in self.unique)
 
 
-def insert_new(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
-               unique: Sequence[str]) -> set[tuple[Any, ...]]:
-    """Insert the rows whose `unique` key is not stored yet; the keys actually inserted.
+@dataclass(frozen=True)
+class _Insert:
+    row: Row
+    then: Row | None
+    done: Future[bool] = field(default_factory=Future)
 
-    One `INSERT … ON CONFLICT (unique) DO NOTHING RETURNING unique` on SQLite or PostgreSQL.
+
+def insert_new(connection: Connection, rows: Sequence[Row]) -> list[bool]:
+    """Insert the rows whose key is not stored yet; for each row, whether it was inserted.
+
+    One cached `INSERT … ON CONFLICT (unique) DO NOTHING RETURNING unique` per table, run by
+    SQLAlchemy's "insertmanyvalues" as multi-row statements. Of rows with equal keys in
+    `rows`, the first is the one inserted.
     """
-    columns = tuple(rows[0])
-    statement = _insert_statement(connection.dialect.name, table, tuple(unique), columns,
-                                  len(rows))
-    params = {f"{column}_{i}": row[column] for i, row in enumerate(rows) for column in columns}
-    return {tuple(found) for found in connection.execute(statement, params)}
+    groups: dict[tuple[Table, tuple[str, ...]], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.table, row.unique), []).append(row)
+    inserted: set[tuple[str, tuple[Any, ...]]] = set()
+    for (table, unique), members in groups.items():
+        statement = _insert_statement(connection.dialect.name, table, unique)
+        found = connection.execute(statement, [row.values for row in members])
+        inserted.update((table.name, tuple(key)) for key in found)
+    results = []
+    for row in rows:
+        results.append(row.key in inserted)
+        inserted.discard(row.key)
+    return results
 
 
-@functools.lru_cache(maxsize=512)
-def _insert_statement(dialect: str, table: Table, unique: tuple[str, ...],
-                      columns: tuple[str, ...], count: int) -> Any:
-    """The multi-row insert for `count` rows, built once so SQLAlchemy compiles it once."""
+@functools.lru_cache(maxsize=64)
+def _insert_statement(dialect: str, table: Table, unique: tuple[str, ...]) -> Any:
+    """The statement is built once per table, so SQLAlchemy compiles it once."""
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = [{column: bindparam(f"{column}_{i}", type_=table.c[column].type)
-               for column in columns} for i in range(count)]
-    return dialect_insert(table).values(values) \
-        .on_conflict_do_nothing(index_elements=list(unique)) \
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(unique)) \
         .returning(*(table.c[column] for column in unique))
 
 
@@ -82,12 +96,13 @@ class GroupCommit:
         self._queue: queue.SimpleQueue[_Insert] = queue.SimpleQueue()
         self._lock = threading.Lock()
 
-    def insert(self, table: Table, row: Mapping[str, Any], unique: Sequence[str]) -> bool:
-        """Insert `row` unless a row with its `unique` columns exists; True if inserted.
+    def insert(self, row: Row, then: Row | None = None) -> bool:
+        """Insert `row` unless a row with its key exists; True if inserted. If it was, and
+        `then` is given, `then` is inserted in the same transaction (unless its key exists).
 
         Returns once committed. Raises the database error that stopped the commit.
         """
-        item = _Insert(table, tuple(unique), row)
+        item = _Insert(row, then)
         self._queue.put(item)
         while not item.done.done():
             with self._lock:
@@ -125,16 +140,9 @@ class GroupCommit:
 
     @staticmethod
     def _write(connection: Connection, batch: list[_Insert]) -> list[bool]:
-        groups: dict[tuple[str, tuple[str, ...]], list[_Insert]] = {}
-        for item in batch:
-            groups.setdefault((item.table.name, item.unique), []).append(item)
-        inserted: set[tuple[str, tuple[Any, ...]]] = set()
-        for (name, unique), items in groups.items():
-            keys = insert_new(connection, items[0].table, [i.row for i in items], unique)
-            inserted.update((name, key) for key in keys)
-        results = []
-        for item in batch:  # the first of equal keys gets the row, later ones see it stored
-            marker = (item.table.name, item.key)
-            results.append(marker in inserted)
-            inserted.discard(marker)
+        results = insert_new(connection, [item.row for item in batch])
+        followers = [item.then for item, new in zip(batch, results, strict=True)
+                     if new and item.then is not None]
+        if followers:
+            insert_new(connection, followers)
         return results

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import io
 import json
 import logging
 import threading
@@ -14,7 +13,6 @@ from typing import Any
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
-from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -105,59 +103,17 @@ class WsgiApp:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
         self.slack = SlackRequestHandler(bot.app, path=EVENTS_PATH)
-        self.verifier = SignatureVerifier(bot.settings.slack_signing_secret)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
             return self.health(start_response)
-        if path == EVENTS_PATH:
-            return self.slack_once(environ, start_response)
+        if path == EVENTS_PATH:  # Bolt verifies signatures; `Listeners.admit` refuses replays
+            return self.slack(environ, start_response)
         if path in ALERT_PATHS and environ.get("REQUEST_METHOD") == "POST":
             return self.alert(path, environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"Not Found"]
-
-    def slack_once(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Hand the request to Bolt unless it is a replay of one already handled.
-
-        Bolt refuses bad signatures and timestamps more than 5 minutes off; a correctly
-        signed request captured and sent again within that window is refused here (401).
-        Slack signs each of its own retries anew, so they pass. A request that was not
-        handled (non-2xx) is forgotten, so its redelivery gets through.
-        """
-        body = _read_body(environ)
-        environ["wsgi.input"] = io.BytesIO(body)
-        signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
-        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
-        if not signature or not self.verifier.is_valid(body, timestamp, signature):
-            return self.slack(environ, start_response)  # Bolt answers 401 and logs it
-        try:
-            fresh = self.bot.flows.remember_request(signature)
-        except SQLAlchemyError as exc:
-            log.warning("Replay ledger unavailable (%s); relying on signatures alone",
-                        type(exc).__name__)
-            fresh = True
-        if not fresh:
-            log.warning("Refused a replayed request")
-            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-            return [b""]
-        status: list[str] = []
-
-        def recording_start_response(code: str, headers: Any, *args: Any) -> Any:
-            status.append(code)
-            return start_response(code, headers, *args)
-
-        result = self.slack(environ, recording_start_response)
-        if not status or not status[0].startswith("2"):
-            self._forget(signature)
-        return result
-
-    def _forget(self, signature: str) -> None:
-        try:
-            self.bot.flows.forget_request(signature)
-        except SQLAlchemyError:
-            log.warning("Could not clear an unhandled request from the replay ledger")
 
     def alert(self, path: str, environ: dict[str, Any],
               start_response: StartResponse) -> Iterable[bytes]:

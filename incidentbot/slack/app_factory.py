@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from slack_bolt import App
 
@@ -19,15 +19,16 @@ def build_bolt_app(
     settings: Settings, flows: IncidentWorkflows, response: ResponseWorkflows,
     closing: ClosingWorkflows, paging: PagingWorkflows, work: Executor,
 ) -> App:
-    """A Bolt app that verifies signatures and acks before slow work (listeners run threaded)."""
+    """A Bolt app that verifies signatures and answers Slack as soon as a listener returns.
+
+    Listeners only validate and ack; what follows an ack runs on `work`. So Bolt runs them
+    in the request's own thread (`process_before_response`), which answers at once, where
+    its default hands each listener to another thread and polls for the ack every 10 ms.
+    """
     app = App(
         client=flows.gateway.client,
         signing_secret=settings.slack_signing_secret or None,
-        process_before_response=False,
-        # Listeners only validate and ack (the work after it runs on the work pool), but a
-        # listener waiting for a thread delays its ack: more than Bolt's default of 5.
-        listener_executor=ThreadPoolExecutor(settings.listener_threads,
-                                             thread_name_prefix="listener"),
+        process_before_response=True,
         logger=logging.getLogger("incidentbot.bolt"),
     )
     listeners.register(app, flows, response, closing, paging, work)

@@ -6,6 +6,7 @@ update in the channel); nothing here touches SQL or builds blocks by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from concurrent.futures import Executor
 from datetime import date
 from typing import Any
 
-from slack_bolt import Ack, App, BoltResponse
+from slack_bolt import Ack, App, BoltRequest, BoltResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from incidentbot.core import comms
@@ -25,6 +26,7 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import DECISION_TREE, Severity, suggest_severity
 from incidentbot.core.status import Status
 from incidentbot.core.updates import MAX_NEXT_UPDATE_MINUTES, UpdateRequest
+from incidentbot.group_commit import Row
 from incidentbot.models import Incident
 from incidentbot.slack import blocks
 from incidentbot.slack.closing import ClosingWorkflows
@@ -69,31 +71,35 @@ def register(
     app: App, flows: IncidentWorkflows, response: ResponseWorkflows, closing: ClosingWorkflows,
     paging: PagingWorkflows, work: Executor,
 ) -> None:
-    """Attach every listener to the Bolt app; `work` runs what follows each ack."""
+    """Attach every listener to the Bolt app; `work` runs what follows each ack.
+
+    Bolt tries listeners in the order registered, so the busiest come first: channel
+    messages, then the slash command, then buttons and forms.
+    """
     listeners = Listeners(flows, response, closing, paging, work)
+    app.middleware(listeners.admit)
+    app.event("message")(listeners.on_message)
+    app.command("/incident")(listeners.on_command)
+    for event in ("reaction_added", "reaction_removed", "member_joined_channel"):
+        app.event(event)(listeners.on_other_event)
+    app.action(blocks.POST_UPDATE)(listeners.on_update_button)
+    app.action(blocks.REMINDER_POST_UPDATE)(listeners.on_update_button)
+    app.action(blocks.REMINDER_SNOOZE)(listeners.on_snooze)
+    app.action(blocks.ASSIGN_ROLE)(listeners.on_card_button)
+    app.action(blocks.CHANGE_SEVERITY)(listeners.on_card_button)
+    app.action(blocks.CHANGE_STATUS)(listeners.on_card_button)
     app.action(blocks.RESOLVE)(listeners.on_resolve_button)
     app.action(blocks.ADD_ACTION)(listeners.on_add_action_button)
     app.action(blocks.ACTION_DONE)(listeners.on_action_done)
     app.action(blocks.PAGE_ACK)(listeners.on_page_ack)
     app.action(blocks.CRITERIA)(listeners.on_criteria_ticked)
-    app.view(blocks.RESOLVE_VIEW)(listeners.on_resolve_submitted)
-    app.view(blocks.ACTION_VIEW)(listeners.on_action_submitted)
-    app.middleware(listeners.capture_timeline)
-    app.command("/incident")(listeners.on_command)
-    app.action(blocks.POST_UPDATE)(listeners.on_update_button)
-    app.action(blocks.REMINDER_POST_UPDATE)(listeners.on_update_button)
-    app.action(blocks.REMINDER_SNOOZE)(listeners.on_snooze)
     app.view(blocks.UPDATE_VIEW)(listeners.on_update_submitted)
-    for event in ("reaction_added", "reaction_removed", "member_joined_channel"):
-        app.event(event)(listeners.on_other_event)
-    app.action(blocks.ASSIGN_ROLE)(listeners.on_card_button)
-    app.action(blocks.CHANGE_SEVERITY)(listeners.on_card_button)
-    app.action(blocks.CHANGE_STATUS)(listeners.on_card_button)
     app.view(blocks.DECLARE_VIEW)(listeners.on_declare_submitted)
     app.view(blocks.ROLE_VIEW)(listeners.on_role_submitted)
     app.view(blocks.SEVERITY_VIEW)(listeners.on_severity_submitted)
     app.view(blocks.STATUS_VIEW)(listeners.on_status_submitted)
-    app.event("message")(listeners.on_message)
+    app.view(blocks.RESOLVE_VIEW)(listeners.on_resolve_submitted)
+    app.view(blocks.ACTION_VIEW)(listeners.on_action_submitted)
 
 
 class Listeners:
@@ -323,10 +329,14 @@ class Listeners:
         suggested = suggest_severity(answers) if any(answers) else None
         updated = blocks.declare_modal(read_metadata(view), services=self.flows.catalog.names,
                                        suggested=suggested)
-        try:
-            self.gateway.update_view(view.get("id", ""), updated, view.get("hash"))
-        except SlackCallFailed as exc:
-            log.info("Declare form not updated with a suggestion: %s", exc.error)
+
+        def suggest() -> None:
+            try:
+                self.gateway.update_view(view.get("id", ""), updated, view.get("hash"))
+            except SlackCallFailed as exc:
+                log.info("Declare form not updated with a suggestion: %s", exc.error)
+
+        self._later(lambda text: log.info("Severity suggestion failed: %s", text), suggest)
 
     def on_page_ack(self, ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
@@ -525,20 +535,60 @@ class Listeners:
 
     # -- events ------------------------------------------------------------------------
 
-    def capture_timeline(self, body: dict[str, Any], next_: Callable[[], Any]) -> Any:
-        """Store timeline events before Slack gets its 200: if the database is down, Slack
-        sees an error and delivers the event again later, so nothing is lost."""
-        if body.get("type") == "event_callback":
-            try:
-                self.response.capture(body.get("event") or {})
-            except SQLAlchemyError as exc:
-                log.error("Timeline capture failed; Slack will redeliver: %s",
-                          type(exc).__name__)
-                return BoltResponse(status=503, body="timeline store unavailable")
+    def admit(self, request: BoltRequest, body: dict[str, Any],
+              next_: Callable[[], Any]) -> Any:
+        """Refuse replays, and store timeline events before Slack gets its answer.
+
+        Bolt has checked the signature and that its timestamp is under 5 minutes old; a
+        correctly signed request captured and sent again within that window is refused here
+        (401). Slack signs each of its own retries anew, so they pass. A channel message is
+        stored in the same transaction as its request's ledger row: if the database is down,
+        Slack gets a 503 and delivers the event again later, so nothing is lost. Socket Mode
+        requests carry no signature and skip the ledger.
+        """
+        event = body.get("event") if body.get("type") == "event_callback" else None
+        signature = next(iter(request.headers.get("x-slack-signature") or []), "")
+        try:
+            message = self.response.message_row(event) if isinstance(event, dict) else None
+            if not self._remember(signature, message):
+                log.warning("Refused a replayed request")
+                return BoltResponse(status=401, body="")
+            if isinstance(event, dict) and message is None:
+                self._capture_change(event, signature)
+        except SQLAlchemyError as exc:
+            log.error("Timeline store unavailable; Slack will redeliver: %s",
+                      type(exc).__name__)
+            return BoltResponse(status=503, body="timeline store unavailable")
         return next_()
 
+    def _remember(self, signature: str, message: Row | None) -> bool:
+        """False for a replay; stores `message` (if any) with the request's ledger row."""
+        if not signature:  # Socket Mode
+            if message is not None:
+                self.flows.writes.insert(message)
+            return True
+        try:
+            return self.flows.remember_request(signature, then=message)
+        except SQLAlchemyError as exc:
+            if message is not None:
+                raise
+            log.warning("Replay ledger unavailable (%s); relying on signatures alone",
+                        type(exc).__name__)
+            return True
+
+    def _capture_change(self, event: dict[str, Any], signature: str) -> None:
+        """Edits, deletions and key-event reactions; on failure the request is forgotten by
+        the ledger, so that the same request delivered again is accepted."""
+        try:
+            self.response.capture_change(event)
+        except SQLAlchemyError:
+            if signature:
+                with contextlib.suppress(SQLAlchemyError):
+                    self.flows.forget_request(signature)
+            raise
+
     def on_message(self, ack: Ack) -> None:
-        """Stored by `capture_timeline`; the listener only acknowledges."""
+        """Stored by `admit`; the listener only acknowledges."""
         ack()
 
     def on_other_event(self, ack: Ack) -> None:

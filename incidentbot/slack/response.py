@@ -11,6 +11,7 @@ from incidentbot.core.roles import Role
 from incidentbot.core.status import Status
 from incidentbot.core.updates import UpdateRequest
 from incidentbot.db import transaction
+from incidentbot.group_commit import Row
 from incidentbot.models import Incident, StatusUpdate, TimelineEvent
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed
@@ -40,30 +41,32 @@ class ResponseWorkflows:
 
     # -- timeline capture (raises on database failure so Slack redelivers) --------------
 
-    def capture(self, event: dict[str, Any]) -> bool:
-        """Apply one Events API event to its incident's timeline; False if not relevant."""
-        kind = event.get("type")
-        if kind == "message":
-            return self._capture_message(event)
+    def message_row(self, event: dict[str, Any]) -> Row | None:
+        """The timeline row of a new human message in an incident channel, else None.
+
+        The caller stores it (with the request's replay-ledger row, in one transaction).
+        Raises on database failure, so Slack redelivers.
+        """
+        if event.get("type") != "message" or event.get("subtype") not in HUMAN_SUBTYPES \
+                or self._from_bot(event) or not event.get("ts"):
+            return None
+        incident_id = self._incident_id(event.get("channel", ""))
+        if incident_id is None:
+            return None
+        ts = event["ts"]
+        return Row(TimelineEvent.__table__, timeline.message_row(
+            incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
+            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts)), timeline.MESSAGE_KEY)
+
+    def capture_change(self, event: dict[str, Any]) -> bool:
+        """Apply an edit, a deletion or a key-event reaction to its incident's timeline;
+        False if not relevant. Raises on database failure, so Slack redelivers."""
+        kind, subtype = event.get("type"), event.get("subtype")
+        if kind == "message" and subtype in ("message_changed", "message_deleted"):
+            return self._capture_change(event)
         if kind in ("reaction_added", "reaction_removed"):
             return self._capture_reaction(event, is_key=kind == "reaction_added")
         return False
-
-    def _capture_message(self, event: dict[str, Any]) -> bool:
-        subtype = event.get("subtype")
-        if subtype in ("message_changed", "message_deleted"):
-            return self._capture_change(event)
-        if subtype not in HUMAN_SUBTYPES or self._from_bot(event) or not event.get("ts"):
-            return False
-        incident_id = self._incident_id(event.get("channel", ""))
-        if incident_id is None:
-            return False
-        ts, user, text = event["ts"], event.get("user", ""), event.get("text", "")
-        thread_ts = event.get("thread_ts")
-        self.flows.writes.insert(TimelineEvent.__table__, timeline.message_row(
-            incident_id, user_id=user, text=text, ts=ts, thread_ts=thread_ts,
-            occurred_at=ts_time(ts)), timeline.MESSAGE_KEY)
-        return True
 
     def _incident_id(self, channel_id: str) -> int | None:
         """The incident of a channel (a channel never changes incident, so hits are cached)."""

@@ -22,7 +22,7 @@ from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
 from incidentbot.db import transaction
-from incidentbot.group_commit import GroupCommit
+from incidentbot.group_commit import GroupCommit, Row
 from incidentbot.models import Incident, SeenRequest, utcnow
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack import blocks
@@ -334,11 +334,13 @@ class IncidentWorkflows:
                 blocks.incident_card(incident, latest)))
         self._try(lambda: self.gateway.set_topic(incident.channel_id, blocks.topic(incident)))
 
-    def remember_request(self, signature: str) -> bool:
-        """False if this exact signed request was accepted before (a replay)."""
+    def remember_request(self, signature: str, then: Row | None = None) -> bool:
+        """False if this exact signed request was accepted before (a replay). If it was not,
+        `then` (the request's timeline row) is stored in the same transaction."""
         now = self.clock()
-        fresh = self.writes.insert(SeenRequest.__table__, security.ledger_row(signature, now),
-                                   security.LEDGER_KEY)
+        fresh = self.writes.insert(
+            Row(SeenRequest.__table__, security.ledger_row(signature, now), security.LEDGER_KEY),
+            then)
         self._remembered += 1
         if self._remembered % 500 == 0:
             with transaction(self.sessions) as session:
