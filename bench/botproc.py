@@ -3,7 +3,8 @@
 `bot` is the real bot (`create_bot` + `make_http_server`, as `app.py` serves it). `baseline` is
 a bare Bolt `App` whose listeners only `ack()`, built the same way (same WebClient, signing
 secret and `process_before_response=True`, as `build_bolt_app`) and served by the same
-waitress stack (same thread count). Both answer `GET /healthz`.
+waitress stack (same thread count). `bolt-default` is the same baseline with Bolt's default
+`process_before_response=False`, for reference. All answer `GET /healthz`.
 
 A side server on `BENCH_STATS_PORT` (never the port under test) reports timings taken inside
 the process: how long `create_bot` and each `plan_all_reminders` took, and when each
@@ -72,7 +73,9 @@ def build_bot(settings: Settings) -> tuple[Any, Callable[[], None]]:
     return make_http_server(bot, host=settings.host, port=settings.port), bot.close
 
 
-def build_baseline(settings: Settings) -> tuple[Any, Callable[[], None]]:
+def build_baseline(settings: Settings, *, deferred: bool = False) -> tuple[Any, Callable[[], None]]:
+    """The floor; `deferred` builds it with Bolt's default `process_before_response=False`
+    instead (for reference: Bolt then polls for each listener's ack every 10 ms)."""
     from slack_bolt import Ack, App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
     from waitress.server import create_server
@@ -81,7 +84,7 @@ def build_baseline(settings: Settings) -> tuple[Any, Callable[[], None]]:
 
     started = time.perf_counter()
     app = App(client=build_client(settings.slack_bot_token, settings.slack_api_url),
-              signing_secret=settings.slack_signing_secret, process_before_response=True,
+              signing_secret=settings.slack_signing_secret, process_before_response=not deferred,
               logger=logging.getLogger("baseline.bolt"))
 
     def ack_only(ack: Ack) -> None:
@@ -127,7 +130,10 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stats = ThreadingHTTPServer(("127.0.0.1", int(os.environ["BENCH_STATS_PORT"])), _Stats)
     threading.Thread(target=stats.serve_forever, daemon=True, name="bench-stats").start()
-    server, close = (build_bot if kind == "bot" else build_baseline)(settings)
+    if kind == "bot":
+        server, close = build_bot(settings)
+    else:
+        server, close = build_baseline(settings, deferred=kind == "bolt-default")
     import signal
 
     def stop(_signum: int, _frame: object) -> None:

@@ -13,8 +13,11 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from incidentbot.sqlite_writers import WriterTurns
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x1_2C1D_0001
+SQLITE_BUSY_S = 30
 
 
 def normalize_url(url: str) -> str:
@@ -29,8 +32,10 @@ def create_db_engine(url: str) -> Engine:
     """An engine with the pragmas and pool settings the bot relies on."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S,
+                                                  "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        WriterTurns(SQLITE_BUSY_S).attach(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
@@ -40,7 +45,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
     cursor.close()
 
 

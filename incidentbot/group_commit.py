@@ -26,6 +26,8 @@ from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from incidentbot.sqlite_writers import ACK_PATH
+
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
@@ -91,7 +93,7 @@ class GroupCommit:
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
-        self._engine = engine
+        self._engine = engine.execution_options(**{ACK_PATH: True})
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Insert] = queue.SimpleQueue()
         self._lock = threading.Lock()

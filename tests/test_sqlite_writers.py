@@ -1,0 +1,121 @@
+"""SQLite writers take turns on a lock, the ack path first (incidentbot/sqlite_writers.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from incidentbot.core import security
+from incidentbot.db import create_db_engine, migrate
+from incidentbot.models import SeenRequest
+from incidentbot.sqlite_writers import ACK_PATH, WriterTurns, is_write
+
+T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def insert_ledger(engine: Engine, signature: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(SeenRequest.__table__.insert().values(
+            security.ledger_row(signature, T0)))
+
+
+def start(target: object, *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def test_writes_are_told_from_reads() -> None:
+    assert is_write("  insert into t values (1)")
+    assert is_write("UPDATE t SET a = 1")
+    assert is_write("delete from t")
+    assert not is_write("SELECT 1")
+    assert not is_write("PRAGMA foreign_keys=ON")
+
+
+def test_an_ack_path_writer_goes_before_earlier_waiters() -> None:
+    turns = WriterTurns(timeout_s=10)
+    order: list[str] = []
+
+    def wait(name: str, ack_path: bool) -> None:
+        assert turns.take(ack_path=ack_path)
+        order.append(name)
+        turns.give_back()
+
+    assert turns.take(ack_path=False)
+    waiters = [start(wait, f"work{i}", False) for i in range(3)]
+    time.sleep(0.2)  # the three are waiting before the ack arrives
+    waiters.append(start(wait, "ack", True))
+    time.sleep(0.2)
+    turns.give_back()
+    for thread in waiters:
+        thread.join(5)
+    assert order[0] == "ack"
+    assert sorted(order[1:]) == ["work0", "work1", "work2"]
+
+
+def test_a_turn_times_out_instead_of_waiting_forever() -> None:
+    turns = WriterTurns(timeout_s=0.2)
+    assert turns.take(ack_path=False)
+    started = time.monotonic()
+    assert not turns.take(ack_path=True)
+    assert 0.15 < time.monotonic() - started < 2
+
+
+def test_engine_writers_wait_for_the_turn_and_acks_go_first(sqlite_engine: Engine) -> None:
+    """A write transaction holds the turn until its commit; of the two writers waiting
+    meanwhile, the ack-path one (a GroupCommit connection) commits first."""
+    finished: list[str] = []
+    holder = sqlite_engine.connect()
+    transaction = holder.begin()
+    holder.execute(SeenRequest.__table__.insert().values(security.ledger_row("v0=hold", T0)))
+
+    def write(name: str, engine: Engine) -> None:
+        insert_ledger(engine, f"v0={name}")
+        finished.append(name)
+
+    work = start(write, "work", sqlite_engine)
+    time.sleep(0.2)
+    ack = start(write, "ack", sqlite_engine.execution_options(**{ACK_PATH: True}))
+    time.sleep(0.2)
+    assert finished == []  # both wait on the turn, not on SQLite's busy handler
+    transaction.commit()
+    holder.close()
+    work.join(5)
+    ack.join(5)
+    assert finished == ["ack", "work"]
+    with sqlite_engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(SeenRequest)) == 3
+
+
+def test_rollback_and_invalidation_give_the_turn_back(sqlite_engine: Engine) -> None:
+    with pytest.raises(RuntimeError), sqlite_engine.begin() as connection:
+        connection.execute(SeenRequest.__table__.insert().values(
+            security.ledger_row("v0=rolled-back", T0)))
+        raise RuntimeError("the work failed")
+    connection = sqlite_engine.connect()
+    connection.begin()
+    connection.execute(SeenRequest.__table__.insert().values(
+        security.ledger_row("v0=lost", T0)))
+    connection.invalidate()
+    connection.close()
+    started = time.monotonic()
+    insert_ledger(sqlite_engine, "v0=next")  # would wait 30 s for a turn never given back
+    assert time.monotonic() - started < 5
+    with sqlite_engine.connect() as reader:
+        signatures = reader.scalars(select(SeenRequest.signature)).all()
+    assert signatures == ["v0=next"]
