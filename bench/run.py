@@ -195,6 +195,14 @@ class Target:
         _stop(self.proc)
 
 
+def server_threads() -> int:
+    """The waitress thread count both targets run with (SERVER_THREADS, else the default)."""
+    from incidentbot.config import Settings
+
+    default = Settings.model_fields["server_threads"].default
+    return int(os.environ.get("SERVER_THREADS") or default)
+
+
 def rss_kib(pid: int) -> int:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -637,7 +645,8 @@ def machine_facts() -> dict[str, Any]:
                 ("slack_bolt", "slack_sdk", "SQLAlchemy", "APScheduler", "waitress", "psycopg")}
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "platform": platform.platform(), "packages": packages,
-            "server_threads": 8, "when": datetime.now(UTC).isoformat(timespec="seconds")}
+            "server_threads": server_threads(),
+            "when": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def table_machine(facts: dict[str, Any]) -> str:
