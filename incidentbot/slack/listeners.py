@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from slack_bolt import Ack, App, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 from sqlalchemy.exc import SQLAlchemyError
 
 from incidentbot.core import comms
@@ -77,7 +78,7 @@ def register(
     messages, then the slash command, then buttons and forms.
     """
     listeners = Listeners(flows, response, closing, paging, work)
-    app.middleware(listeners.admit)
+    app.middleware(Admission(listeners.admit))
     app.event("message")(listeners.on_message)
     app.command("/incident")(listeners.on_command)
     for event in ("reaction_added", "reaction_removed", "member_joined_channel"):
@@ -100,6 +101,18 @@ def register(
     app.view(blocks.STATUS_VIEW)(listeners.on_status_submitted)
     app.view(blocks.RESOLVE_VIEW)(listeners.on_resolve_submitted)
     app.view(blocks.ACTION_VIEW)(listeners.on_action_submitted)
+
+
+class Admission(Middleware):
+    """`Listeners.admit` as a Bolt middleware object: Bolt calls it directly, without the
+    argument injection it does for middleware functions (this runs on every request)."""
+
+    def __init__(self, admit: Callable[[BoltRequest, Callable[[], Any]], Any]) -> None:
+        self._admit = admit
+
+    def process(self, *, req: BoltRequest, resp: BoltResponse,
+                next: Callable[[], BoltResponse]) -> BoltResponse | None:
+        return self._admit(req, next)
 
 
 class Listeners:
@@ -535,8 +548,7 @@ class Listeners:
 
     # -- events ------------------------------------------------------------------------
 
-    def admit(self, request: BoltRequest, body: dict[str, Any],
-              next_: Callable[[], Any]) -> Any:
+    def admit(self, request: BoltRequest, next_: Callable[[], Any]) -> Any:
         """Refuse replays, and store timeline events before Slack gets its answer.
 
         Bolt has checked the signature and that its timestamp is under 5 minutes old; a
@@ -546,6 +558,7 @@ class Listeners:
         Slack gets a 503 and delivers the event again later, so nothing is lost. Socket Mode
         requests carry no signature and skip the ledger.
         """
+        body = request.body
         event = body.get("event") if body.get("type") == "event_callback" else None
         signature = next(iter(request.headers.get("x-slack-signature") or []), "")
         try:
