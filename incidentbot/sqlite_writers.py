@@ -16,13 +16,16 @@ never waits longer than the busy timeout; after that, SQLite's own locking decid
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.pool import Pool
 
 ACK_PATH = "incidentbot_ack_path"
 WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 HELD = "incidentbot_write_turn"
+_ATTACHED: weakref.WeakKeyDictionary[Pool, WriterTurns] = weakref.WeakKeyDictionary()
 
 
 class WriterTurns:
@@ -38,6 +41,19 @@ class WriterTurns:
         event.listen(engine, "before_cursor_execute", self._before_execute)
         event.listen(engine.pool, "checkin", self._returned)
         event.listen(engine.pool, "invalidate", self._returned)
+        _ATTACHED[engine.pool] = self
+
+    @staticmethod
+    def of(engine: Engine) -> WriterTurns | None:
+        """The turns attached to this engine's pool, if any (SQLite engines)."""
+        return _ATTACHED.get(engine.pool)
+
+    def take_for(self, connection: Any, *, ack_path: bool) -> None:
+        """Take the turn for a pooled driver connection (`Engine.raw_connection()`), which
+        statement events do not see; it is given back when the connection returns to the
+        pool, as for any other."""
+        if not connection.info.get(HELD):
+            connection.info[HELD] = self.take(ack_path=ack_path)
 
     def take(self, *, ack_path: bool) -> bool:
         """Wait for the turn (False after the timeout)."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from incidentbot.core import security, timeline
 from incidentbot.group_commit import GroupCommit, Row
@@ -124,43 +125,27 @@ def test_a_database_failure_reaches_the_caller(engine: Engine) -> None:
         writes.insert(ledger("v0=x"))
 
 
-def test_a_follower_row_is_stored_only_with_a_new_first_row(engine: Engine) -> None:
-    """A message is stored with its request's ledger row; a replayed request stores nothing."""
+def test_rows_read_back_as_the_orm_wrote_them(engine: Engine) -> None:
+    """The driver-level insert binds values as SQLAlchemy would: aware UTC datetimes, JSON,
+    booleans and NULLs come back unchanged through the ORM."""
     incident_id = new_incident(engine)
-    writes = GroupCommit(engine)
-    assert writes.insert(ledger("v0=first"), then=message(incident_id, "1.1", "original"))
-    assert not writes.insert(ledger("v0=first"), then=message(incident_id, "1.2", "replayed"))
-    assert writes.insert(ledger("v0=retry"), then=message(incident_id, "1.1", "retried"))
-    with engine.connect() as connection:
-        texts = connection.scalars(select(TimelineEvent.text)).all()
-    assert texts == ["original"]  # the retry of 1.1 did not add a second row
-    assert count(engine, SeenRequest) == 2
+    row = message(incident_id, "1700000000.000100", "db failover <@U2> ✓")
+    assert GroupCommit(engine).insert(Row(EVENTS, {**row.values, "data": {"k": [1, "ü"]}},
+                                          row.unique))
+    with Session(engine) as session:
+        stored = session.scalars(select(TimelineEvent)).one()
+        assert (stored.occurred_at, stored.text, stored.data) == (
+            T0, "db failover <@U2> ✓", {"k": [1, "ü"]})
+        assert (stored.is_key, stored.thread_ts, stored.slack_ts) == (
+            False, None, "1700000000.000100")
+        assert stored.occurred_at.tzinfo is not None
 
 
-def test_pairs_in_one_batch_stand_or_fall_together(engine: Engine) -> None:
-    """Twelve threads insert ledger+message pairs at once; the pair whose message breaks a
-    foreign key fails as a whole (its ledger row too), the other pairs are stored."""
-    real = new_incident(engine)
-    writes = GroupCommit(engine)
-    start = threading.Barrier(12)
-    results: dict[int, object] = {}
-
-    def insert(i: int) -> None:
-        start.wait()
-        incident_id = 999_999 if i == 5 else real
-        try:
-            results[i] = writes.insert(ledger(f"v0=p{i}"), then=message(incident_id, f"2.{i}"))
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=insert, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert isinstance(results.pop(5), Exception)
-    assert results == {i: True for i in range(12) if i != 5}
-    assert count(engine, TimelineEvent) == 11
-    with engine.connect() as connection:
-        signatures = set(connection.scalars(select(SeenRequest.signature)).all())
-    assert signatures == {f"v0=p{i}" for i in range(12) if i != 5}
+def test_a_row_missing_a_defaulted_column_is_refused(engine: Engine) -> None:
+    """Column defaults are SQLAlchemy's to compute; the driver-level insert refuses a row
+    that leaves one out rather than store NULL."""
+    values = dict(ledger("v0=partial").values)
+    del values["seen_at"]
+    with pytest.raises(ValueError, match="seen_requests"):
+        GroupCommit(engine).insert(Row(LEDGER, values, security.LEDGER_KEY))
+    assert count(engine, SeenRequest) == 0

@@ -27,7 +27,6 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import DECISION_TREE, Severity, suggest_severity
 from incidentbot.core.status import Status
 from incidentbot.core.updates import MAX_NEXT_UPDATE_MINUTES, UpdateRequest
-from incidentbot.group_commit import Row
 from incidentbot.models import Incident
 from incidentbot.slack import blocks
 from incidentbot.slack.closing import ClosingWorkflows
@@ -553,17 +552,25 @@ class Listeners:
 
         Bolt has checked the signature and that its timestamp is under 5 minutes old; a
         correctly signed request captured and sent again within that window is refused here
-        (401). Slack signs each of its own retries anew, so they pass. A channel message is
-        stored in the same transaction as its request's ledger row: if the database is down,
-        Slack gets a 503 and delivers the event again later, so nothing is lost. Socket Mode
-        requests carry no signature and skip the ledger.
+        (401). A channel message is stored before the answer, once: its timeline row is
+        unique on the message's ts, so it needs no ledger row; a second delivery stores
+        nothing and is answered 200 if it is Slack's retry (`X-Slack-Retry-Num`), 401
+        otherwise. Other requests are recorded in the replay ledger (Slack signs each of its
+        retries anew, so they pass). If the database is down, Slack gets a 503 and delivers
+        the event again later, so nothing is lost. Socket Mode requests carry no signature
+        and skip the ledger.
         """
         body = request.body
         event = body.get("event") if body.get("type") == "event_callback" else None
-        signature = next(iter(request.headers.get("x-slack-signature") or []), "")
+        headers = request.headers
+        signature = next(iter(headers.get("x-slack-signature") or []), "")
         try:
             message = self.response.message_row(event) if isinstance(event, dict) else None
-            if not self._remember(signature, message):
+            if message is not None:
+                fresh = self.flows.writes.insert(message) or "x-slack-retry-num" in headers
+            else:
+                fresh = self._remember(signature)
+            if not fresh and signature:
                 log.warning("Refused a replayed request")
                 return BoltResponse(status=401, body="")
             if isinstance(event, dict) and message is None:
@@ -574,17 +581,13 @@ class Listeners:
             return BoltResponse(status=503, body="timeline store unavailable")
         return next_()
 
-    def _remember(self, signature: str, message: Row | None) -> bool:
-        """False for a replay; stores `message` (if any) with the request's ledger row."""
-        if not signature:  # Socket Mode
-            if message is not None:
-                self.flows.writes.insert(message)
+    def _remember(self, signature: str) -> bool:
+        """False for a replay (Socket Mode requests, unsigned, are never one)."""
+        if not signature:
             return True
         try:
-            return self.flows.remember_request(signature, then=message)
+            return self.flows.remember_request(signature)
         except SQLAlchemyError as exc:
-            if message is not None:
-                raise
             log.warning("Replay ledger unavailable (%s); relying on signatures alone",
                         type(exc).__name__)
             return True

@@ -44,7 +44,7 @@ class ResponseWorkflows:
     def message_row(self, event: dict[str, Any]) -> Row | None:
         """The timeline row of a new human message in an incident channel, else None.
 
-        The caller stores it (with the request's replay-ledger row, in one transaction).
+        The caller stores it before Slack gets its answer (see `Listeners.admit`).
         Raises on database failure, so Slack redelivers.
         """
         if event.get("type") != "message" or event.get("subtype") not in HUMAN_SUBTYPES \

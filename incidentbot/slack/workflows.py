@@ -334,13 +334,11 @@ class IncidentWorkflows:
                 blocks.incident_card(incident, latest)))
         self._try(lambda: self.gateway.set_topic(incident.channel_id, blocks.topic(incident)))
 
-    def remember_request(self, signature: str, then: Row | None = None) -> bool:
-        """False if this exact signed request was accepted before (a replay). If it was not,
-        `then` (the request's timeline row) is stored in the same transaction."""
+    def remember_request(self, signature: str) -> bool:
+        """False if this exact signed request was accepted before (a replay)."""
         now = self.clock()
         fresh = self.writes.insert(
-            Row(SeenRequest.__table__, security.ledger_row(signature, now), security.LEDGER_KEY),
-            then)
+            Row(SeenRequest.__table__, security.ledger_row(signature, now), security.LEDGER_KEY))
         self._remembered += 1
         if self._remembered % 500 == 0:
             with transaction(self.sessions) as session:

@@ -1,0 +1,115 @@
+"""The cost of one message event inside the process, without HTTP: `python -m bench.hot`.
+
+Signed message events for incident channels go straight into the WSGI application, one
+after another in one thread, for the bot (`WsgiApp`, storing each message) and for the
+baseline (the bare Bolt app of `bench/botproc.py`, which only acks). Prints microseconds
+per event, best of three rounds, and the ratio; `--profile` prints the bot's cProfile
+instead. This is the work behind the ingest figures of `bench.run`, without the server and
+the load generator sharing the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import logging
+import pstats
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import load, seed
+from bench.botproc import build_baseline
+from incidentbot.config import Settings, load_settings
+from incidentbot.server import WsgiApp, create_bot
+from tests.fakeslack import FakeSlack
+
+SECRET = "bench-hot-secret"
+TOKEN = "xoxb-bench-hot"
+USER = "UBENCHHOT"
+CHANNELS = 50
+
+Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def environ_for(request: load.Request) -> dict[str, Any]:
+    """The WSGI environ waitress would build for this request, signed now."""
+    ts = str(int(time.time()))
+    return {
+        "REQUEST_METHOD": "POST", "PATH_INFO": load.PATH, "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": load.HOST, "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": request.content_type, "CONTENT_LENGTH": str(len(request.body)),
+        "HTTP_X_SLACK_REQUEST_TIMESTAMP": ts,
+        "HTTP_X_SLACK_SIGNATURE": load.sign(SECRET.encode(), request.body, ts),
+        "wsgi.input": io.BytesIO(request.body),
+    }
+
+
+def _ok(status: str, _headers: list[tuple[str, str]]) -> None:
+    if not status.startswith("200"):
+        raise RuntimeError(f"answered {status}")
+
+
+def per_event_us(app: Wsgi, channels: Sequence[str], count: int) -> float:
+    """Microseconds per message event, sent one after another."""
+    environs = [environ_for(load.message_event(channels[i % len(channels)], USER, f"m {i}"))
+                for i in range(count)]
+    started = time.perf_counter()
+    for environ in environs:
+        b"".join(app(environ, _ok))
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def settings_for(url: str, fake: FakeSlack) -> Settings:
+    return load_settings(
+        slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_app_token="",
+        slack_api_url=fake.api_url, database_url=url, host="127.0.0.1", port=0,
+        broadcast_channel="", log_level="WARNING")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(FakeSlack(bot_token=TOKEN))
+        fake.add_user(USER, "hot")
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url = stack.enter_context(seed.fresh_database(args.database, workdir))
+        channels = [{"id": f"CHOT{i:05d}", "card_ts": f"1700000000.{i:06d}"}
+                    for i in range(CHANNELS)]
+        seed.seed_incidents(url, channels, ic=USER, due_at=[None] * CHANNELS)
+        ids = [channel["id"] for channel in channels]
+        settings = settings_for(url, fake)
+        bot = create_bot(settings)
+        stack.callback(bot.close)
+        app = WsgiApp(bot)
+        per_event_us(app, ids, 200)  # warm: caches, prepared statements
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(per_event_us, app, ids, args.events)
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+            return 0
+        bot_us = min(per_event_us(app, ids, args.events) for _ in range(3))
+        server, _close = build_baseline(settings)
+        stack.callback(server.close)
+        baseline = server.application
+        per_event_us(baseline, ids, 200)
+        base_us = min(per_event_us(baseline, ids, args.events) for _ in range(3))
+    print(f"| target ({args.database}) | µs per message event | ratio |")
+    print("|---|---:|---:|")
+    print(f"| baseline (Bolt, ack only) | {base_us:.0f} | 1.00 |")
+    print(f"| bot (stored with its ledger row) | {bot_us:.0f} | {bot_us / base_us:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
