@@ -80,6 +80,7 @@ def build_baseline(settings: Settings, *, deferred: bool = False) -> tuple[Any, 
     from slack_bolt.adapter.wsgi import SlackRequestHandler
     from waitress.server import create_server
 
+    from incidentbot.server import quiet_queue_warnings
     from incidentbot.slack.gateway import build_client
 
     started = time.perf_counter()
@@ -105,6 +106,7 @@ def build_baseline(settings: Settings, *, deferred: bool = False) -> tuple[Any, 
     server = create_server(wsgi, host=settings.host, port=settings.port,
                            threads=settings.server_threads, ident="incidentbot",
                            clear_untrusted_proxy_headers=True)
+    quiet_queue_warnings(server)  # the server stack as `make_http_server` sets it up
     STATS["create_bot_s"] = time.perf_counter() - started
     return server, lambda: None
 
