@@ -44,6 +44,7 @@ class PhaseResult:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)  # exception name -> count
     elapsed_s: float = 0.0
     max_slip_s: float = 0.0  # how late the generator itself sent a request (it must be ~0)
 
@@ -106,8 +107,10 @@ class _Client:
                 writer.write(wire(request, self.secret, self.port))
                 await writer.drain()
                 status, keep = await _read_response(reader)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             result.errors += 1
+            kind = type(exc).__name__
+            result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
             return
         result.latencies.append(time.perf_counter() - started)
         result.statuses[status] = result.statuses.get(status, 0) + 1

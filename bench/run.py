@@ -295,6 +295,7 @@ def build_requests(kind: str, count: int, seeded: Seeded, fake: Fake,
 def summarize(result: load.PhaseResult) -> dict[str, Any]:
     ms = [x * 1000 for x in result.latencies]
     return {"sent": result.sent, "ok": result.ok, "errors": result.errors,
+            "error_kinds": result.error_kinds,
             "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
             "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "max_ms": max(ms, default=float("nan")),
             "mean_ms": statistics.fmean(ms) if ms else float("nan"),
