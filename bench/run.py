@@ -375,8 +375,16 @@ def table_ack(data: dict[str, Any]) -> str:
             f"| {KIND_LABELS[row['kind']]} | {row['rate']}/s | {_ms(bot['p50_ms'])} | "
             f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
             f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
-            f"{default} | {bot['ok']}/{bot['sent']} | {drain} | {verdict} |")
+            f"{default} | {bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
     return "\n".join(lines)
+
+
+def _failures(result: dict[str, Any]) -> str:
+    """What the requests not answered 200 met, e.g. " (192 TimeoutError)"."""
+    kinds = dict(result.get("error_kinds") or {})
+    kinds.update({f"HTTP {status}": count for status, count in result["statuses"].items()
+                  if status != "200"})
+    return f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})" if kinds else ""
 
 
 def _ms(value: float) -> str:
