@@ -6,8 +6,9 @@ threads that sleep, not the work, sets the latency, and an ack recording its req
 wait a quarter of a second behind the declarations being worked on. Here a write
 transaction takes a turn at its first write and gives it back when its connection returns
 to the pool (after the commit or rollback): waiters block on a condition and the next one
-starts the moment the turn is free. Connections whose execution options carry `ACK_PATH`
-(the inserts a request waits on before Slack gets its answer) go before the others.
+starts the moment the turn is free. The inserts a request waits on before Slack gets its
+answer (`GroupCommit`, on a driver connection: `take_for(..., ack_path=True)`) go before
+the others.
 
 Writers in other processes (the CLI, a migration) still meet SQLite's busy handler. A turn
 never waits longer than the busy timeout; after that, SQLite's own locking decides.
@@ -22,7 +23,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.pool import Pool
 
-ACK_PATH = "incidentbot_ack_path"
 WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 HELD = "incidentbot_write_turn"
 _ATTACHED: weakref.WeakKeyDictionary[Pool, WriterTurns] = weakref.WeakKeyDictionary()
@@ -77,8 +77,7 @@ class WriterTurns:
                         *_args: Any) -> None:
         if connection.info.get(HELD) or not is_write(statement):
             return
-        ack_path = bool(connection.get_execution_options().get(ACK_PATH))
-        connection.info[HELD] = self.take(ack_path=ack_path)
+        connection.info[HELD] = self.take(ack_path=False)
 
     def _returned(self, _dbapi_connection: Any, record: Any, *_args: Any) -> None:
         if record is not None and record.info.pop(HELD, False):

@@ -13,8 +13,9 @@ from sqlalchemy import Engine, func, select
 
 from incidentbot.core import security
 from incidentbot.db import create_db_engine, migrate
+from incidentbot.group_commit import GroupCommit, Row
 from incidentbot.models import SeenRequest
-from incidentbot.sqlite_writers import ACK_PATH, WriterTurns, is_write
+from incidentbot.sqlite_writers import WriterTurns, is_write
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
@@ -78,25 +79,30 @@ def test_a_turn_times_out_instead_of_waiting_forever() -> None:
 
 def test_engine_writers_wait_for_the_turn_and_acks_go_first(sqlite_engine: Engine) -> None:
     """A write transaction holds the turn until its commit; of the two writers waiting
-    meanwhile, the ack-path one (a GroupCommit connection) commits first."""
+    meanwhile, the ack-path one (GroupCommit, on a driver connection) commits first."""
     finished: list[str] = []
     holder = sqlite_engine.connect()
     transaction = holder.begin()
     holder.execute(SeenRequest.__table__.insert().values(security.ledger_row("v0=hold", T0)))
 
-    def write(name: str, engine: Engine) -> None:
-        insert_ledger(engine, f"v0={name}")
+    def write(name: str) -> None:
+        insert_ledger(sqlite_engine, f"v0={name}")
         finished.append(name)
 
-    work = start(write, "work", sqlite_engine)
+    def ack(name: str) -> None:
+        GroupCommit(sqlite_engine).insert(Row(SeenRequest.__table__, security.ledger_row(
+            f"v0={name}", T0), security.LEDGER_KEY))
+        finished.append(name)
+
+    work = start(write, "work")
     time.sleep(0.2)
-    ack = start(write, "ack", sqlite_engine.execution_options(**{ACK_PATH: True}))
+    acked = start(ack, "ack")
     time.sleep(0.2)
     assert finished == []  # both wait on the turn, not on SQLite's busy handler
     transaction.commit()
     holder.close()
     work.join(5)
-    ack.join(5)
+    acked.join(5)
     assert finished == ["ack", "work"]
     with sqlite_engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(SeenRequest)) == 3
