@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import threading
 import zlib
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,6 +43,8 @@ JOB_TABLE = "apscheduler_jobs"
 ReminderHandler = Callable[[int], None]
 LEADER_LOCK_KEY = 0x1_2C1D_E17B  # the advisory lock that makes a replica the scheduler
 LEADER_POLL_S = 1.0
+JOB_DEFAULTS = {"coalesce": True, "misfire_grace_time": None, "max_instances": 1}
+PUT_CHUNK = 500  # ids per statement, well under SQLite's bound-parameter limit
 
 # Jobs are stored as a reference to `run_scheduled(kind, id)`; it finds the live handler.
 _handlers: dict[str, ReminderHandler] = {}
@@ -68,11 +75,11 @@ class ReminderScheduler:
         self._postmortem_handler = postmortem_handler
         self._engine = engine
         self._leadership = Leadership(engine, on_leadership, self)
+        self._store = BatchJobStore(engine=engine, tablename=JOB_TABLE)
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOB_TABLE)},
+            jobstores={"default": self._store},
             executors={"default": ThreadPoolExecutor(threads)},
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
-            timezone="UTC",
+            job_defaults=JOB_DEFAULTS, timezone="UTC",
         )
 
     def start(self) -> None:
@@ -124,6 +131,27 @@ class ReminderScheduler:
             id=job_id(target_id, kind), replace_existing=True, name=f"{kind} {target_id}",
         )
 
+    def plan_many(self, kind: str, plans: Iterable[tuple[int, datetime]]) -> int:
+        """Schedule (or move) many jobs of one kind in one transaction; how many.
+
+        The same jobs `plan_job` makes. At start, with thousands of incidents open, one
+        `add_job` (one transaction) each took about 0.5 ms a job here.
+        """
+        jobs = [self._date_job(kind, target_id, at) for target_id, at in plans]
+        if jobs:
+            self._store.put_jobs(jobs)
+            if self.scheduler.state == STATE_RUNNING:
+                self.scheduler.wakeup()
+        return len(jobs)
+
+    def _date_job(self, kind: str, target_id: int, at: datetime) -> Job:
+        trigger = DateTrigger(run_date=at, timezone=UTC)
+        return Job(self.scheduler, id=job_id(target_id, kind), func=run_scheduled,
+                   args=(kind, target_id), kwargs={}, name=f"{kind} {target_id}",
+                   trigger=trigger, executor="default",
+                   next_run_time=trigger.get_next_fire_time(None, datetime.now(UTC)),
+                   **JOB_DEFAULTS)
+
     def planned(self, kind: str = "reminder") -> dict[int, float]:
         """When each stored job of this kind next runs (epoch seconds), in one query."""
         query = text(f"SELECT id, next_run_time FROM {JOB_TABLE} WHERE id LIKE :prefix")
@@ -157,6 +185,22 @@ class ReminderScheduler:
     def due_at(self, incident_id: int) -> datetime | None:
         job = self.scheduler.get_job(job_id(incident_id))
         return job.next_run_time if job else None
+
+
+class BatchJobStore(SQLAlchemyJobStore):
+    """APScheduler's SQLAlchemy job store, which can also store many jobs at once."""
+
+    def put_jobs(self, jobs: Sequence[Job]) -> None:
+        """Add these jobs, replacing any stored with the same id, in one transaction."""
+        rows = [{"id": job.id, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                 "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol)}
+                for job in jobs]
+        with self.engine.begin() as connection:
+            for start in range(0, len(rows), PUT_CHUNK):
+                chunk = rows[start:start + PUT_CHUNK]
+                connection.execute(self.jobs_t.delete().where(
+                    self.jobs_t.c.id.in_([row["id"] for row in chunk])))
+                connection.execute(self.jobs_t.insert(), chunk)
 
 
 class Leadership:

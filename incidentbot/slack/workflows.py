@@ -97,12 +97,15 @@ class IncidentWorkflows:
         with self._unit() as session:
             clocks = lifecycle.open_update_clocks(session)
         planned = self.reminders.planned()
+        moved: list[tuple[int, datetime]] = []
         for incident_id, due in clocks:
             stored = planned.get(incident_id)
-            in_step = stored is None if due is None else (
-                stored is not None and abs(stored - due.timestamp()) < 0.001)
-            if not in_step:
-                self.reminders.plan(incident_id, due)
+            if due is None:
+                if stored is not None:
+                    self.reminders.cancel(incident_id)
+            elif stored is None or abs(stored - due.timestamp()) >= 0.001:
+                moved.append((incident_id, due))
+        self.reminders.plan_many("reminder", moved)
         return len(clocks)
 
     # -- reading -----------------------------------------------------------------------
