@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"| target ({args.database}) | µs per message event | ratio |")
     print("|---|---:|---:|")
     print(f"| baseline (Bolt, ack only) | {base_us:.0f} | 1.00 |")
-    print(f"| bot (stored with its ledger row) | {bot_us:.0f} | {bot_us / base_us:.2f} |")
+    print(f"| bot (message stored before the answer) | {bot_us:.0f} | {bot_us / base_us:.2f} |")
     return 0
 
 
