@@ -185,8 +185,7 @@ class GroupCommit:
         try:
             connection = self._engine.raw_connection()
         except dialect.loaded_dbapi.Error as exc:  # as `Engine.connect` would raise it
-            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
-                                      dialect=dialect) from exc
+            raise self._translated(exc) from exc
         cursor = None
         try:
             if self._turns is not None:
@@ -200,10 +199,12 @@ class GroupCommit:
         finally:
             connection.close()  # rolls back whatever was not committed
 
-    def _translated(self, exc: Exception, connection: Any, cursor: Any) -> DBAPIError:
+    def _translated(self, exc: Exception, connection: Any = None,
+                    cursor: Any = None) -> DBAPIError:
         """SQLAlchemy's exception for a driver error; a lost connection leaves the pool."""
         dialect = self._engine.dialect
-        lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
+        lost = connection is not None and dialect.is_disconnect(
+            exc, connection.dbapi_connection, cursor)
         if lost:
             connection.invalidate(exc)
         return DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from incidentbot.reminders import ReminderScheduler
+from incidentbot.reminders import ReminderScheduler, run_scheduled
 
 
 @pytest.fixture
@@ -40,8 +40,10 @@ def job_fields(reminders: ReminderScheduler, incident_id: int) -> tuple[object, 
 
 
 def test_a_job_planned_in_bulk_is_the_job_planned_alone(reminders: ReminderScheduler) -> None:
+    """`plan_many` stores the job APScheduler's own `add_job` makes."""
     due = datetime.now(UTC) + timedelta(hours=1)
-    reminders.plan(1, due)
+    reminders.scheduler.add_job(run_scheduled, "date", run_date=due, args=["reminder", 1],
+                                id="reminder:1", name="reminder 1")
     assert reminders.plan_many("reminder", [(2, due)]) == 1
     assert job_fields(reminders, 1) == job_fields(reminders, 2)
     assert reminders.scheduler.get_job("reminder:2").args == ("reminder", 2)
