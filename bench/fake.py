@@ -10,6 +10,8 @@
 - `POST /bench/watch`    {"channels": [...]}: record when each first gets a chat.postMessage
 - `GET  /bench/watch`    -> {"posted": {channel: unix time}}
 - `GET  /bench/stats`    -> {"calls": n, "by_method": {...}}
+- `POST /bench/opened`   {"triggers": [...]} -> {"opened": {trigger: unix time}}: when
+  `views.open` with each trigger succeeded (the modal appeared)
 - `POST /bench/forget`   drop the call log and messages (memory), keep channels and users
 """
 
@@ -39,6 +41,7 @@ class BenchFakeSlack(FakeSlack):
         self._call_count = 0
         self._by_method: collections.Counter[str] = collections.Counter()
         self._watched: dict[str, float | None] = {}
+        self._opened: dict[str, float] = {}
 
     # -- hooks into the fake ---------------------------------------------------------------
 
@@ -56,6 +59,12 @@ class BenchFakeSlack(FakeSlack):
         if channel in self._watched and self._watched[channel] is None:
             self._watched[channel] = time.time()
         return super()._chat_post_message(args)
+
+    def _views_open(self, args: JSON) -> JSON:
+        answer = super()._views_open(args)
+        with self._lock:
+            self._opened[str(args.get("trigger_id"))] = time.time()
+        return answer
 
     def _handle(self, req: _Handler) -> None:
         if not req.path.startswith("/bench/"):
@@ -93,6 +102,10 @@ class BenchFakeSlack(FakeSlack):
         if path == "watch":
             with self._lock:
                 return {"posted": {c: t for c, t in self._watched.items() if t is not None}}
+        if path == "opened":
+            with self._lock:
+                return {"opened": {t: self._opened[t] for t in body.get("triggers", [])
+                                   if t in self._opened}}
         if path == "stats":
             with self._count_lock:
                 return {"calls": self._call_count, "by_method": dict(self._by_method)}

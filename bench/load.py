@@ -47,6 +47,7 @@ class PhaseResult:
     error_kinds: dict[str, int] = field(default_factory=dict)  # exception name -> count
     elapsed_s: float = 0.0
     max_slip_s: float = 0.0  # how late the generator itself sent a request (it must be ~0)
+    sent_at: list[float] = field(default_factory=list)  # unix time each request left (open loop)
 
     @property
     def ok(self) -> int:
@@ -136,6 +137,7 @@ async def _open_loop(port: int, secret: str, requests: Sequence[Request], rate: 
         if delay > 0:
             await asyncio.sleep(delay)
         result.max_slip_s = max(result.max_slip_s, time.perf_counter() - due)
+        result.sent_at.append(time.time())
         tasks.append(asyncio.create_task(client.send(request, result)))
         result.sent += 1
     await asyncio.gather(*tasks)

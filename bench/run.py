@@ -44,6 +44,7 @@ KIND_LABELS = {
     "click": "`card_assign_role` click",
     "message": "`message` event",
 }
+MODAL_KINDS = ("update", "click")  # their work is opening a modal with the request's trigger
 RATES = (20, 100, 300)
 SECTIONS = ("ack", "ingest", "reminders", "postmortem", "memory")
 MiB = 1024
@@ -157,6 +158,10 @@ class Fake:
     def calls(self) -> int:
         return int(self.call("GET", "stats")["calls"])
 
+    def opened(self, triggers: Sequence[str]) -> dict[str, float]:
+        """When `views.open` succeeded with each of these triggers (unix time)."""
+        return dict(self.call("POST", "opened", {"triggers": list(triggers)})["opened"])
+
     def drain(self, cap_s: float, quiet_s: float = 1.0) -> float | None:
         """Seconds until the fake saw no call for `quiet_s`; None if still busy after cap_s."""
         started = last_change = time.monotonic()
@@ -269,10 +274,11 @@ class Seeded:
 
 
 def build_requests(kind: str, count: int, seeded: Seeded, fake: Fake,
-                   tag: str) -> list[load.Request]:
+                   tag: str) -> tuple[list[load.Request], list[str]]:
+    """The requests, and the trigger id each carries (none for message events)."""
     if kind == "message":
         return [load.message_event(seeded.channels[i % len(seeded.ids)]["id"], USER,
-                                   f"bench message {tag} {i}") for i in range(count)]
+                                   f"bench message {tag} {i}") for i in range(count)], []
     triggers, urls = fake.mint(count)
     out = []
     for i in range(count):
@@ -289,7 +295,16 @@ def build_requests(kind: str, count: int, seeded: Seeded, fake: Fake,
             out.append(load.slash_command(f"declare Bench {tag} {i}", channel_id=GENERAL,
                                           user_id=USER, trigger_id=triggers[i],
                                           response_url=urls[i]))
-    return out
+    return out, triggers
+
+
+def modal_times(result: load.PhaseResult, triggers: Sequence[str],
+                opened: dict[str, float]) -> dict[str, Any]:
+    """How long after each request left its modal appeared (`views.open` at the fake)."""
+    waits = [(opened[t] - sent) * 1000 for t, sent in zip(triggers, result.sent_at,
+                                                           strict=True) if t in opened]
+    return {"modals_opened": len(waits), "modals_in_3s": sum(w <= 3000 for w in waits),
+            "modal_p50_ms": pct(waits, 50), "modal_p99_ms": pct(waits, 99)}
 
 
 def summarize(result: load.PhaseResult) -> dict[str, Any]:
@@ -317,17 +332,20 @@ def section_ack(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
             out.setdefault("rss_after_start_mib", {})[kind_of_target] = target.rss_mib()
             try:
                 for kind in KINDS:
-                    warm = build_requests(kind, 10, seeded, fake, f"{kind_of_target}-warm")
+                    warm, _ = build_requests(kind, 10, seeded, fake, f"{kind_of_target}-warm")
                     load.closed_loop(target.port, SECRET, warm, concurrency=1)
                     fake.drain(profile.drain_cap_s)
                     for rate in RATES:
                         count = max(10, int(rate * profile.phase_s))
                         tag = f"{kind_of_target}-{rate}"
-                        requests = build_requests(kind, count, seeded, fake, tag)
+                        requests, triggers = build_requests(kind, count, seeded, fake, tag)
                         log(f"ack: {kind_of_target} {kind} at {rate}/s ({count} requests)")
-                        summary = summarize(load.open_loop(target.port, SECRET, requests, rate))
+                        result = load.open_loop(target.port, SECRET, requests, rate)
+                        summary = summarize(result)
                         drained = fake.drain(profile.drain_cap_s)
                         summary["drain_s"] = drained
+                        if kind in MODAL_KINDS and kind_of_target == "bot":
+                            summary |= modal_times(result, triggers, fake.opened(triggers))
                         if drained is None:  # a backlog would spoil the next phase
                             log(f"ack: {kind_of_target} still busy after "
                                 f"{profile.drain_cap_s:.0f}s; restarting it")
@@ -376,6 +394,27 @@ def table_ack(data: dict[str, Any]) -> str:
             f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
             f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
             f"{default} | {bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
+    return "\n".join(lines)
+
+
+def table_ack_and_modals(data: dict[str, Any]) -> str:
+    return (f"{table_ack(data)}\n\nWhat the person sees next: the bot's modal opening, from "
+            f"the request leaving the load generator to `views.open` reaching the fake Slack "
+            f"(a trigger id is valid for 3 s).\n\n{table_modals(data)}")
+
+
+def table_modals(data: dict[str, Any]) -> str:
+    """The bot's modals: from the request leaving to `views.open` reaching Slack."""
+    lines = ["| request | load | modals opened / sent | within Slack's 3 s | p50 | p99 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for kind in (k for k in KINDS if k in MODAL_KINDS):
+        for rate in data["rates"]:
+            bot = data["results"]["bot"][f"{kind}@{rate}"]
+            if "modals_opened" not in bot:
+                continue
+            lines.append(f"| {KIND_LABELS[kind]} | {rate}/s | {bot['modals_opened']}/"
+                         f"{bot['sent']} | {bot['modals_in_3s']} | {_ms(bot['modal_p50_ms'])} "
+                         f"| {_ms(bot['modal_p99_ms'])} |")
     return "\n".join(lines)
 
 
@@ -728,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": lambda fake, wd: section_memory(profile, fake, wd),
     }
     renderers: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-        "ack": ("1. Acknowledge latency (open loop, SQLite)", table_ack),
+        "ack": ("1. Acknowledge latency (open loop, SQLite)", table_ack_and_modals),
         "ingest": ("2. Timeline ingest (closed loop)", table_ingest),
         "reminders": ("3. Reminder scale (SQLite)", table_reminders),
         "postmortem": ("4. Postmortem rendering", table_postmortem),
