@@ -17,6 +17,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from incidentbot.ack_priority import AckPriority
 from incidentbot.config import Settings
 from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
@@ -52,6 +53,7 @@ class Bot:
     alerts: AlertWorkflows
     app: App
     work: ThreadPoolExecutor
+    priority: AckPriority
 
     def close(self) -> None:
         self.work.shutdown(wait=True)  # finish what was acknowledged
@@ -77,7 +79,9 @@ def create_bot(settings: Settings) -> Bot:
     """Connect the database (applying migrations), start reminders and build the Bolt app."""
     engine = create_db_engine(settings.database_url)
     migrate(engine)
-    gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url))
+    priority = AckPriority()
+    gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
+                           before_call=priority.step_aside)
     flows = IncidentWorkflows(settings, session_factory(engine), gateway,
                               writes=GroupCommit(engine))
     response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
@@ -92,10 +96,12 @@ def create_bot(settings: Settings) -> Bot:
     flows.reminders = reminders
     reminders.start()
     threading.Thread(target=flows.refresh_recent_cards, name="card-refresh", daemon=True).start()
-    work = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work")
+    work = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work",
+                              initializer=priority.mark_background)
     app = build_bolt_app(settings, flows, response, closing, paging, work)
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
-               reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work)
+               reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
+               priority=priority)
 
 
 class WsgiApp:
@@ -110,7 +116,8 @@ class WsgiApp:
         if path == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
             return self.health(start_response)
         if path == EVENTS_PATH:  # Bolt verifies signatures; `Listeners.admit` refuses replays
-            return self.slack(environ, start_response)
+            with self.bot.priority.answering():
+                return self.slack(environ, start_response)
         if path in ALERT_PATHS and environ.get("REQUEST_METHOD") == "POST":
             return self.alert(path, environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])

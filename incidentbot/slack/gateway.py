@@ -7,7 +7,7 @@ slack_sdk's retry handlers; what is left surfaces as `SlackCallFailed` with Slac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +68,14 @@ class CreatedChannel:
 class SlackGateway:
     """Typed wrappers for the Web API calls the bot makes."""
 
-    def __init__(self, client: WebClient) -> None:
+    def __init__(self, client: WebClient,
+                 before_call: Callable[[], None] | None = None) -> None:
+        """`before_call` runs before every Web API call (see `AckPriority.step_aside`)."""
         self.client = client
+        self._before_call = before_call or (lambda: None)
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        self._before_call()
         try:
             call = getattr(self.client, method.replace(".", "_"))
             response = call(**_drop_none(kwargs))
