@@ -61,18 +61,10 @@ def record(
     data: dict[str, Any] | None = None,
 ) -> TimelineEvent | None:
     """Add one timeline entry; returns None when `dedupe_key` was already recorded."""
-    return add_once(session, TimelineEvent(
-        incident_id=incident_id,
-        kind=kind.value,
-        text=text,
-        actor_id=actor_id,
-        occurred_at=occurred_at or utcnow(),
-        dedupe_key=dedupe_key,
-        slack_ts=slack_ts,
-        thread_ts=thread_ts,
-        is_key=is_key,
-        data=data or {},
-    ))
+    return add_once(session, TimelineEvent(**event_row(
+        incident_id, kind, text, occurred_at=occurred_at or utcnow(), actor_id=actor_id,
+        dedupe_key=dedupe_key, slack_ts=slack_ts, thread_ts=thread_ts, is_key=is_key,
+        data=data)))
 
 
 def add_once(session: Session, event: TimelineEvent) -> TimelineEvent | None:
@@ -120,7 +112,21 @@ def record_message(
         occurred_at=occurred_at)))
 
 
-MESSAGE_KEY = ("incident_id", "dedupe_key")
+EVENT_KEY = ("incident_id", "dedupe_key")  # what a batched insert of a timeline row is unique on
+MESSAGE_KEY = EVENT_KEY
+
+
+def event_row(
+    incident_id: int, kind: EventKind, text: str = "", *, occurred_at: datetime,
+    actor_id: str | None = None, dedupe_key: str | None = None, slack_ts: str | None = None,
+    thread_ts: str | None = None, is_key: bool = False, data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A timeline row (unique on EVENT_KEY): `record`'s, or for a batched insert."""
+    return {
+        "incident_id": incident_id, "kind": kind.value, "text": text, "actor_id": actor_id,
+        "occurred_at": occurred_at, "dedupe_key": dedupe_key, "slack_ts": slack_ts,
+        "thread_ts": thread_ts, "is_key": is_key, "data": data or {},
+    }
 
 
 def message_row(
@@ -128,12 +134,9 @@ def message_row(
     occurred_at: datetime,
 ) -> dict[str, Any]:
     """`record_message`'s row (unique on MESSAGE_KEY), for a batched insert."""
-    return {
-        "incident_id": incident_id, "kind": EventKind.MESSAGE.value, "text": text,
-        "actor_id": user_id, "occurred_at": occurred_at, "dedupe_key": message_key(ts),
-        "slack_ts": ts, "thread_ts": thread_ts if thread_ts != ts else None,
-        "is_key": False, "data": {},
-    }
+    return event_row(incident_id, EventKind.MESSAGE, text, occurred_at=occurred_at,
+                     actor_id=user_id, dedupe_key=message_key(ts), slack_ts=ts,
+                     thread_ts=thread_ts if thread_ts != ts else None)
 
 
 def apply_edit(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +24,7 @@ from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
 from incidentbot.db import transaction
 from incidentbot.group_commit import GroupCommit, Row
-from incidentbot.models import Incident, SeenRequest, utcnow
+from incidentbot.models import Incident, SeenRequest, TimelineEvent, utcnow
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed, SlackGateway
@@ -392,11 +393,12 @@ class IncidentWorkflows:
         return _Guarded(self.sessions, commit=True)  # type: ignore[return-value]
 
     def _record(self, incident_id: int, kind: EventKind, text: str,
-                data: dict[str, object] | None = None) -> None:
+                data: dict[str, Any] | None = None) -> None:
+        """Record a bot-side step; steps recorded at the same moment share one commit."""
+        row = timeline.event_row(incident_id, kind, text, occurred_at=self.clock(),
+                                 data=dict(data or {}))
         try:
-            with transaction(self.sessions) as session:
-                timeline.record(session, incident_id, kind, text, occurred_at=self.clock(),
-                                data=dict(data or {}))
+            self.writes.insert(Row(TimelineEvent.__table__, row, timeline.EVENT_KEY))
         except SQLAlchemyError:
             log.exception("Could not record %s for incident %s", kind, incident_id)
 
