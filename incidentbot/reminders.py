@@ -22,10 +22,12 @@ import contextlib
 import logging
 import pickle
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
@@ -69,16 +71,16 @@ class ReminderScheduler:
     def __init__(
         self, engine: Engine, handler: ReminderHandler,
         postmortem_handler: ReminderHandler | None = None, *, threads: int = 4,
-        on_leadership: Callable[[], None] | None = None,
+        on_leadership: Callable[[], None] | None = None, executor: BaseExecutor | None = None,
     ) -> None:
         self._handler = handler
         self._postmortem_handler = postmortem_handler
         self._engine = engine
         self._leadership = Leadership(engine, on_leadership, self)
         self._store = BatchJobStore(engine=engine, tablename=JOB_TABLE)
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = KeepReplannedJobs(
             jobstores={"default": self._store},
-            executors={"default": ThreadPoolExecutor(threads)},
+            executors={"default": executor or ThreadPoolExecutor(threads)},
             job_defaults=JOB_DEFAULTS, timezone="UTC",
         )
 
@@ -184,8 +186,32 @@ class ReminderScheduler:
         return job.next_run_time if job else None
 
 
+class KeepReplannedJobs(BackgroundScheduler):
+    """APScheduler's background scheduler without a race that dropped reminders.
+
+    Having handed a due one-off job to an executor, the scheduler removes it from the store.
+    A reminder's handler plans the next reminder under the same id; when the handler got
+    there first, that removal deleted the new job and the incident had no more reminders.
+    Here the scheduler's own removal deletes the job only if it has not been planned again.
+    """
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        store = self._jobstores.get(jobstore or "default")
+        if threading.current_thread() is getattr(self, "_thread", None) \
+                and isinstance(store, BatchJobStore):
+            store.remove_if_due(job_id, time.time())
+            return
+        super().remove_job(job_id, jobstore)
+
+
 class BatchJobStore(SQLAlchemyJobStore):
     """APScheduler's SQLAlchemy job store, which can also store many jobs at once."""
+
+    def remove_if_due(self, job_id: str, now: float) -> None:
+        """Remove the job unless it is planned to run after `now` (planned again)."""
+        with self.engine.begin() as connection:
+            connection.execute(self.jobs_t.delete().where(
+                self.jobs_t.c.id == job_id, self.jobs_t.c.next_run_time <= now))
 
     def put_jobs(self, jobs: Sequence[Job]) -> None:
         """Add these jobs, replacing any stored with the same id, in one transaction."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from apscheduler.executors.debug import DebugExecutor
 from sqlalchemy import Engine
 
 from incidentbot.reminders import ReminderScheduler, run_scheduled
@@ -71,3 +72,28 @@ def test_jobs_planned_in_bulk_fire_once_each(reminders: ReminderScheduler,
     time.sleep(0.3)
     assert sorted(fired) == list(range(40))
     assert reminders.planned() == {}
+
+
+def test_a_reminder_that_plans_the_next_one_keeps_it(engine: Engine) -> None:
+    """The handler of a due reminder plans the next one under the same job id; the
+    scheduler's removal of the job it ran must not delete that. APScheduler's DebugExecutor
+    runs the job inside the dispatch, so the handler always gets there first."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    fired: list[int] = []
+
+    def plan_next(incident_id: int) -> None:
+        fired.append(incident_id)
+        scheduler.plan(incident_id, later)
+
+    scheduler = ReminderScheduler(engine, plan_next, executor=DebugExecutor())
+    scheduler.start()
+    try:
+        scheduler.plan(7, datetime.now(UTC) + timedelta(milliseconds=100))
+        deadline = time.monotonic() + 15
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the dispatch that ran the handler has finished
+        assert fired == [7]
+        assert scheduler.planned() == {7: pytest.approx(later.timestamp())}
+    finally:
+        scheduler.shutdown()
