@@ -11,6 +11,7 @@ already stored, or came earlier in the same batch, is not new."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -120,6 +121,12 @@ class _Statement:
         return bound if self.positional else dict(zip(self.names, bound, strict=True))
 
 
+class _LostBeforeCommit(Exception):
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class GroupCommit:
     """Batches concurrent inserts by leader election (see the module docstring).
 
@@ -136,6 +143,7 @@ class GroupCommit:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Insert] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._connection: Any = None  # kept checked out; used under `_lock` only
 
     def insert(self, row: Row) -> bool:
         """Insert `row` unless a row with its key exists; True if inserted.
@@ -178,26 +186,63 @@ class GroupCommit:
         for item, inserted in zip(batch, results, strict=True):
             item.done.set_result(inserted)
 
+    def close(self) -> None:
+        """Give the connection back (at shutdown, before the engine is disposed)."""
+        with self._lock:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def _write(self, batch: list[_Insert]) -> list[bool]:
-        """One transaction on a pooled driver connection, the rows in order. Driver errors
-        are raised as SQLAlchemy's."""
+        """One transaction on this object's own driver connection (no pool checkout and no
+        pre-ping per batch), the rows in order. A connection found lost before the commit
+        was sent (a database restart) is replaced and the batch written again, once."""
+        try:
+            return self._write_once(batch)
+        except _LostBeforeCommit as lost:
+            log.warning("Database connection lost; writing the batch on a new one")
+            try:
+                return self._write_once(batch)
+            except _LostBeforeCommit as again:
+                raise again.error from lost.error
+
+    def _write_once(self, batch: list[_Insert]) -> list[bool]:
+        """Driver errors are raised as SQLAlchemy's; a lost connection is dropped."""
         dialect = self._engine.dialect
+        if self._connection is None:
+            try:
+                self._connection = self._engine.raw_connection()
+            except dialect.loaded_dbapi.Error as exc:  # as `Engine.connect` would raise it
+                raise self._translated(exc) from exc
+        connection, cursor, committing = self._connection, None, False
+        taken = self._turns is not None and self._turns.take(ack_path=True)
         try:
-            connection = self._engine.raw_connection()
-        except dialect.loaded_dbapi.Error as exc:  # as `Engine.connect` would raise it
-            raise self._translated(exc) from exc
-        cursor = None
-        try:
-            if self._turns is not None:
-                self._turns.take_for(connection, ack_path=True)
             cursor = connection.cursor()
             results = self._statements.insert_all(cursor, [item.row for item in batch])
+            committing = True
             connection.commit()
             return results
         except dialect.loaded_dbapi.Error as exc:
-            raise self._translated(exc, connection, cursor) from exc
+            translated = self._translated(exc, connection, cursor)
+            if not translated.connection_invalidated:
+                with contextlib.suppress(dialect.loaded_dbapi.Error):
+                    connection.rollback()
+                raise translated from exc
+            self._drop_connection()
+            if committing:  # it may have committed: the caller must not guess
+                raise translated from exc
+            raise _LostBeforeCommit(translated) from exc
+        except BaseException:
+            with contextlib.suppress(dialect.loaded_dbapi.Error):
+                connection.rollback()
+            raise
         finally:
-            connection.close()  # rolls back whatever was not committed
+            if taken:
+                self._turns.give_back()
 
     def _translated(self, exc: Exception, connection: Any = None,
                     cursor: Any = None) -> DBAPIError:

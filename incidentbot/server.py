@@ -58,6 +58,7 @@ class Bot:
     def close(self) -> None:
         self.work.shutdown(wait=True)  # finish what was acknowledged
         self.reminders.shutdown()
+        self.flows.writes.close()
         self.engine.dispose()
 
 

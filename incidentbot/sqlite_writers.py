@@ -7,8 +7,8 @@ wait a quarter of a second behind the declarations being worked on. Here a write
 transaction takes a turn at its first write and gives it back when its connection returns
 to the pool (after the commit or rollback): waiters block on a condition and the next one
 starts the moment the turn is free. The inserts a request waits on before Slack gets its
-answer (`GroupCommit`, on a driver connection: `take_for(..., ack_path=True)`) go before
-the others.
+answer (`GroupCommit`, on its own driver connection: `take(ack_path=True)`, then
+`give_back()`) go before the others.
 
 Writers in other processes (the CLI, a migration) still meet SQLite's busy handler. A turn
 never waits longer than the busy timeout; after that, SQLite's own locking decides.
@@ -47,13 +47,6 @@ class WriterTurns:
     def of(engine: Engine) -> WriterTurns | None:
         """The turns attached to this engine's pool, if any (SQLite engines)."""
         return _ATTACHED.get(engine.pool)
-
-    def take_for(self, connection: Any, *, ack_path: bool) -> None:
-        """Take the turn for a pooled driver connection (`Engine.raw_connection()`), which
-        statement events do not see; it is given back when the connection returns to the
-        pool, as for any other."""
-        if not connection.info.get(HELD):
-            connection.info[HELD] = self.take(ack_path=ack_path)
 
     def take(self, *, ack_path: bool) -> bool:
         """Wait for the turn (False after the timeout)."""

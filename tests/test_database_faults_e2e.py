@@ -61,3 +61,22 @@ def test_database_outage_loses_nothing(
         assert eventually(stored) == ["sent while the database was down"]
         driver.command("note failing over", user_id=ALICE, channel_id=channel)
         answer(running, driver.last_response_url, "Noted as a key event")
+
+
+def test_a_database_restart_between_requests_costs_no_answer(
+    proxied_postgres: tuple[str, TcpProxy], fake: FakeSlack
+) -> None:
+    """Every connection is cut while the bot is idle; the next message finds the hot-path
+    writer's connection dead before anything was committed, and is stored on a new one."""
+    url, proxy = proxied_postgres
+    with bot_running(make_settings(url, fake), fake) as running:
+        incident = declare(running, "Restart between requests")
+        proxy.cut()
+        proxy.restore()
+        event = running.driver.message_event(incident.channel_id, BOB, "after the restart",
+                                             ts="1900000200.000100")
+        assert running.driver.event(event).status == 200
+        with running.session() as session:
+            assert list(session.scalars(select(TimelineEvent.text).where(
+                TimelineEvent.incident_id == incident.id,
+                TimelineEvent.kind == "message"))) == ["after the restart"]
