@@ -203,12 +203,12 @@ class GroupCommit:
         was sent (a database restart) is replaced and the batch written again, once."""
         try:
             return self._write_once(batch)
-        except _LostBeforeCommit as lost:
+        except _LostBeforeCommit:
             log.warning("Database connection lost; writing the batch on a new one")
-            try:
-                return self._write_once(batch)
-            except _LostBeforeCommit as again:
-                raise again.error from lost.error
+        try:
+            return self._write_once(batch)
+        except _LostBeforeCommit as lost:
+            raise lost.error from None
 
     def _write_once(self, batch: list[_Insert]) -> list[bool]:
         """Driver errors are raised as SQLAlchemy's; a lost connection is dropped."""

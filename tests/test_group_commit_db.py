@@ -26,7 +26,7 @@ def ledger(signature: str) -> Row:
 def message(incident_id: int, ts: str, text: str = "") -> Row:
     return Row(EVENTS, timeline.message_row(
         incident_id, user_id="U1", text=text or f"m {ts}", ts=ts, thread_ts=None,
-        occurred_at=T0), timeline.MESSAGE_KEY)
+        occurred_at=T0), timeline.EVENT_KEY)
 
 
 def new_incident(engine: Engine) -> int:

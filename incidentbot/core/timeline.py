@@ -113,7 +113,6 @@ def record_message(
 
 
 EVENT_KEY = ("incident_id", "dedupe_key")  # what a batched insert of a timeline row is unique on
-MESSAGE_KEY = EVENT_KEY
 
 
 def event_row(
@@ -133,7 +132,7 @@ def message_row(
     incident_id: int, *, user_id: str, text: str, ts: str, thread_ts: str | None,
     occurred_at: datetime,
 ) -> dict[str, Any]:
-    """`record_message`'s row (unique on MESSAGE_KEY), for a batched insert."""
+    """`record_message`'s row (unique on EVENT_KEY), for a batched insert."""
     return event_row(incident_id, EventKind.MESSAGE, text, occurred_at=occurred_at,
                      actor_id=user_id, dedupe_key=message_key(ts), slack_ts=ts,
                      thread_ts=thread_ts if thread_ts != ts else None)

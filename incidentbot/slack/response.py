@@ -56,7 +56,7 @@ class ResponseWorkflows:
         ts = event["ts"]
         return Row(TimelineEvent.__table__, timeline.message_row(
             incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
-            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts)), timeline.MESSAGE_KEY)
+            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts)), timeline.EVENT_KEY)
 
     def capture_change(self, event: dict[str, Any]) -> bool:
         """Apply an edit, a deletion or a key-event reaction to its incident's timeline;
