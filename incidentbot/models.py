@@ -133,6 +133,8 @@ class RoleAssignment(Base):
             sqlite_where=text("relieved_at IS NULL"),
             postgresql_where=text("relieved_at IS NULL"),
         ),
+        # Loading an incident loads its roles: without this, a scan of every assignment ever
+        Index("ix_role_assignments_incident_id", "incident_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -157,6 +159,10 @@ class TimelineEvent(Base):
     __table_args__ = (
         UniqueConstraint("incident_id", "dedupe_key", name="uq_timeline_events_dedupe"),
         Index("ix_timeline_events_incident_time", "incident_id", "occurred_at"),
+        # Bot events not (yet) posted, e.g. reminders a crash left unconfirmed; channel
+        # messages always have a ts, so ingest never writes to this index
+        Index("ix_timeline_events_unposted", "kind",
+              sqlite_where=text("slack_ts IS NULL"), postgresql_where=text("slack_ts IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
