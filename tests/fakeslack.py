@@ -90,6 +90,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._connected(self.connection)
+
+    def finish(self) -> None:
+        self.server.fake._disconnected(self.connection)
+        super().finish()
+
     def do_POST(self) -> None:
         self.server.fake._handle(self)
 
@@ -368,6 +376,8 @@ class FakeSlack:
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._open_connections: set[socket.socket] = set()
+        self.connections_accepted = 0
         self._seq = itertools.count(1)
         self._ts_base = int(time.time())
         self._ts_seq = 0
@@ -450,6 +460,7 @@ class FakeSlack:
         if server is not None:
             server.shutdown()
             server.server_close()
+            self.close_idle_connections()  # kept-alive connections end with the server
         if thread is not None:
             thread.join(timeout=5)
 
@@ -746,6 +757,30 @@ class FakeSlack:
     def close_view(self, view_id: str) -> None:
         with self._lock:
             self._closed_views.add(view_id)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connected(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._open_connections.add(connection)
+            self.connections_accepted += 1
+
+    def _disconnected(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._open_connections.discard(connection)
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open_connections)
+
+    def close_idle_connections(self) -> None:
+        """Close every kept-alive connection from the server's side, as Slack's edge does
+        after an idle timeout (call it while no request is in flight)."""
+        with self._lock:
+            connections = list(self._open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     # -- HTTP plumbing -------------------------------------------------------------------------
 

@@ -143,8 +143,9 @@ def test_private_incidents_are_hidden_from_non_members(running: RunningBot) -> N
     view = eventually(fake.last_view)
     driver.submit_view(str(view["id"]), {blocks.TITLE: "Hidden breach", blocks.SEVERITY: "SEV1",
                                          blocks.PRIVATE: ["private"]}, user_id=ALICE)
-    eventually(lambda: any(c["is_private"] and c["name"].endswith("hidden-breach")
-                           for c in fake.channels()))
+    hidden = eventually(lambda: next((c for c in fake.channels() if c["is_private"]
+                                      and c["name"].endswith("hidden-breach")), None))
+    eventually(lambda: fake.pins(hidden["id"]))  # declared: stored, people invited, card up
     driver.command("list", user_id=BOB, channel_id=GENERAL)
     listed = answer(running, driver.last_response_url, "Public one")
     assert "Hidden breach" not in listed

@@ -6,10 +6,17 @@ slack_sdk's retry handlers; what is left surfaces as `SlackCallFailed` with Slac
 
 from __future__ import annotations
 
+import http.client
+import io
 import logging
+import select
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import Request
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -45,9 +52,89 @@ def retry_handlers() -> list[RetryHandler]:
 
 
 def build_client(token: str, base_url: str, timeout: int = 10) -> WebClient:
-    client = WebClient(token=token, base_url=base_url, timeout=timeout)
+    client = KeepAliveWebClient(token=token, base_url=base_url, timeout=timeout)
     client.retry_handlers = retry_handlers()
     return client
+
+
+class KeepAliveWebClient(WebClient):
+    """slack_sdk's `WebClient`, with each thread keeping its connection to Slack open.
+
+    The stock client sends every call through `urlopen`, on a new connection: a TCP and TLS
+    handshake before each of the ten or so calls a declaration makes in a row. Here a call
+    goes over the calling thread's open connection (HTTP/1.1 keep-alive); one the server has
+    closed meanwhile is noticed before use and replaced. Requests, answers and errors are
+    those of `urlopen` (`HTTPError` for an error status, `URLError` when sending fails), so
+    slack_sdk's retry handlers behave as before. With a proxy, the stock path is used.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open = threading.local()
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        if self.proxy is not None or not url.lower().startswith("http"):
+            return super()._perform_urllib_http_request_internal(url, req)
+        connection = self._connection_for(url)
+        try:
+            connection.request(req.get_method(), req.selector, body=req.data,
+                               headers=_request_headers(req))
+        except OSError as exc:
+            self._discard(connection)
+            raise URLError(exc) from exc
+        try:
+            response = connection.getresponse()
+            body = response.read()
+        except BaseException:
+            self._discard(connection)
+            raise
+        if response.will_close:
+            self._discard(connection)
+        if not 200 <= response.status < 300:
+            raise HTTPError(req.full_url, response.status, response.reason, response.msg,
+                            io.BytesIO(body))
+        if response.msg.get_content_type() != "application/gzip":
+            body = body.decode(response.msg.get_content_charset() or "utf-8")
+        return {"status": response.status, "headers": response.msg, "body": body}
+
+    def _connection_for(self, url: str) -> http.client.HTTPConnection:
+        parts = urlsplit(url)
+        key = (parts.scheme.lower(), parts.netloc)
+        connection: http.client.HTTPConnection | None = getattr(self._open, "connection", None)
+        if connection is not None and (self._open.key != key or _closed_by_peer(connection)):
+            self._discard(connection)
+            connection = None
+        if connection is None:
+            if key[0] == "https":
+                connection = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
+                                                         context=self.ssl)
+            else:
+                connection = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            self._open.connection, self._open.key = connection, key
+        return connection
+
+    def _discard(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        if getattr(self._open, "connection", None) is connection:
+            self._open.connection = None
+
+
+def _request_headers(req: Request) -> dict[str, str]:
+    """The headers `urlopen` would send, less its `Connection: close`."""
+    headers = {**req.headers, **req.unredirected_hdrs}
+    if req.data is not None and "Content-type" not in headers:
+        headers["Content-type"] = "application/x-www-form-urlencoded"
+    return {name.title(): str(value) for name, value in headers.items()}
+
+
+def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection with something to read has been closed by the server
+    (or holds bytes nobody asked for): either way it cannot carry the next request."""
+    if connection.sock is None:
+        return False  # not connected yet, or closed by us: `request` connects anew
+    poller = select.poll()
+    poller.register(connection.sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class SlackCallFailed(Exception):
