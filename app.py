@@ -64,11 +64,19 @@ def migrate_only(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     from incidentbot.core.services import CatalogError
-    from incidentbot.server import create_bot, serve_http, serve_socket_mode
+    from incidentbot.server import (
+        WorkerProcesses,
+        create_bot,
+        serve_http,
+        serve_socket_mode,
+        worker_process_count,
+    )
     from incidentbot.slack.gateway import SlackCallFailed
 
+    workers = WorkerProcesses(settings, worker_process_count(settings))
     try:
-        bot = create_bot(settings)
+        bot = create_bot(settings, role="front" if workers.count else "all",
+                         wake=workers.wake if workers.count else None)
     except CatalogError as exc:
         print(f"incidentbot cannot start: {exc}", file=sys.stderr)
         return 2
@@ -81,6 +89,8 @@ def run(settings: Settings) -> int:
               f"({type(exc).__name__}: {str(exc).splitlines()[0]})", file=sys.stderr)
         return 3
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    workers.start()
+    bot.workers_alive, bot.workers_lead = workers.alive, workers.lead
     try:
         if settings.socket_mode:
             serve_socket_mode(bot)
@@ -89,7 +99,8 @@ def run(settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        bot.close()
+        bot.close()  # the serving part first: what it stored, the workers still finish
+        workers.stop()
     return 0
 
 

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     port: int = 3000
     server_threads: int = Field(default=8, ge=1, le=256)
     work_threads: int = Field(default=8, ge=1, le=256)
+    worker_processes: int = Field(default=1, ge=0, le=64)
     incident_channel_prefix: str = "inc"
     broadcast_channel: str = ""
     reminder_sev1_minutes: float = Field(default=15, ge=0)

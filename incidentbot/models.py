@@ -246,6 +246,31 @@ class SeenRequest(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class InboxJob(Base):
+    """A Slack request acknowledged and waiting for (or done with) the work that follows.
+
+    Stored before Slack gets its answer; a worker claims it (`claimed_at`, a lease), replays
+    the request and marks it done. `signature` is unique, so it is also the replay ledger of
+    the requests that have work.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        Index("ix_inbox_pending", "id",
+              sqlite_where=text("done_at IS NULL"), postgresql_where=text("done_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature: Mapped[str] = mapped_column(String(100), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime | None]
+
+
 class Page(Base):
     """Paging a service's on-call: primary, then secondary, then manager until acknowledged."""
 

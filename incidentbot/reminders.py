@@ -12,8 +12,9 @@ The leader holds a PostgreSQL session-level advisory lock on a dedicated connect
 dies its connection closes, the lock is released, and another replica takes it within
 `LEADER_POLL_S`. A leader that can no longer confirm its lock pauses at once. Posting stays
 idempotent underneath: each due reminder is claimed with a unique key before it is posted,
-so even two leaders for a moment could not post it twice. SQLite is single-process: the
-only process leads.
+so even two leaders for a moment could not post it twice. On SQLite the worker process (or
+the only process) leads; a serving process that hands its work to a worker only plans
+(`lead=False`), and the leader looks at the store every `LEADER_POLL_S` for what it planned.
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ class ReminderScheduler:
         self, engine: Engine, handler: ReminderHandler,
         postmortem_handler: ReminderHandler | None = None, *, threads: int = 4,
         on_leadership: Callable[[], None] | None = None, executor: BaseExecutor | None = None,
+        lead: bool = True,
     ) -> None:
         self._handler = handler
         self._postmortem_handler = postmortem_handler
         self._engine = engine
+        self._lead = lead
         self._leadership = Leadership(engine, on_leadership, self)
         self._store = BatchJobStore(engine=engine, tablename=JOB_TABLE)
         self.scheduler = KeepReplannedJobs(
@@ -89,7 +92,8 @@ class ReminderScheduler:
         if self._postmortem_handler is not None:
             self.on("postmortem", self._postmortem_handler)
         self.scheduler.start(paused=True)
-        self._leadership.start()
+        if self._lead:
+            self._leadership.start()
 
     def shutdown(self) -> None:
         self._leadership.stop()
@@ -252,10 +256,10 @@ class Leadership:
         return self._engine.dialect.name == "postgresql"
 
     def start(self) -> None:
-        if not self.shared:
+        if self.shared:
+            self._tick()
+        else:
             self._become_leader()
-            return
-        self._tick()
         self._thread = threading.Thread(target=self._loop, name="scheduler-leader", daemon=True)
         self._thread.start()
 
@@ -270,13 +274,15 @@ class Leadership:
     def _tick(self) -> None:
         try:
             if self.is_leader:
-                self._confirm()
+                if self.shared:
+                    self._confirm()
                 self._scheduler.wakeup()
             elif self._try_acquire():
                 self._become_leader()
         except SQLAlchemyError as exc:
             log.warning("Scheduler leadership check failed: %s", type(exc).__name__)
-            self._lose()
+            if self.shared:  # on SQLite this process leads whatever happens
+                self._lose()
 
     def _try_acquire(self) -> bool:
         if self._connection is None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hmac
 import json
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,33 +23,47 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from incidentbot import inbox
 from incidentbot.ack_priority import AckPriority
 from incidentbot.config import Settings
 from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
 from incidentbot.db import create_db_engine, migrate, ping, session_factory
-from incidentbot.group_commit import GroupCommit
+from incidentbot.group_commit import GroupCommit, Row
+from incidentbot.inbox import INBOX_KEY, INBOX_TABLE
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack.alerts import AlertWorkflows
 from incidentbot.slack.app_factory import build_bolt_app
 from incidentbot.slack.closing import ClosingWorkflows
 from incidentbot.slack.gateway import SlackGateway, build_client
+from incidentbot.slack.handoff import Handoff, InlineWork, Replayer
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError
+from incidentbot.worker import InboxWorker, PipeWake, Wake
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+WORKER_WATCH_S = 0.5
+STARTING, READY, LEADING = 0, 1, 2
 ALERT_PATHS = {"/alerts/alertmanager": from_alertmanager, "/alerts/webhook": from_generic}
 
 StartResponse = Callable[..., Any]
 
 
+ROLES = ("all", "front", "worker")
+
+
 @dataclass
 class Bot:
-    """Everything a running bot holds."""
+    """Everything a running bot holds.
+
+    `role` is what this process does: "all" answers Slack and runs the work (a thread reads
+    the inbox); "front" answers Slack and stores the work for worker processes; "worker"
+    runs the work and the scheduler, and serves nothing.
+    """
 
     settings: Settings
     engine: Engine
@@ -52,11 +72,17 @@ class Bot:
     reminders: ReminderScheduler
     alerts: AlertWorkflows
     app: App
-    work: ThreadPoolExecutor
+    work: Executor
     priority: AckPriority
+    inbox: InboxWorker | None = None
+    role: str = "all"
+    workers_alive: Callable[[], bool] = lambda: True
+    workers_lead: Callable[[], bool] = lambda: False
 
     def close(self) -> None:
-        self.work.shutdown(wait=True)  # finish what was acknowledged
+        if self.inbox is not None:
+            self.inbox.stop()  # finish what was claimed
+        self.work.shutdown(wait=True)  # and what runs here
         self.reminders.shutdown()
         self.flows.writes.close()
         self.engine.dispose()
@@ -76,8 +102,13 @@ def _take_over(
              planned, recovered)
 
 
-def create_bot(settings: Settings) -> Bot:
-    """Connect the database (applying migrations), start reminders and build the Bolt app."""
+def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = None) -> Bot:
+    """Connect the database (applying migrations), start reminders and build the Bolt app.
+
+    `wake` is set whenever a request is stored in the inbox (shared with worker processes).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
     engine = create_db_engine(settings.database_url)
     migrate(engine)
     priority = AckPriority()
@@ -89,20 +120,50 @@ def create_bot(settings: Settings) -> Bot:
     closing = ClosingWorkflows(flows)
     paging = PagingWorkflows(flows)
     reminders = ReminderScheduler(engine, response.fire_reminder, closing.postmortem_due,
-                                  on_leadership=lambda: _take_over(flows, response, paging))
+                                  on_leadership=lambda: _take_over(flows, response, paging),
+                                  lead=role != "front")
     reminders.on("page", paging.escalate_due)
     reminders.on("archive_notice", closing.archive_notice)
     reminders.on("archive", closing.archive)
     reminders.on("stale", response.nudge_stale)
     flows.reminders = reminders
     reminders.start()
-    threading.Thread(target=flows.refresh_recent_cards, name="card-refresh", daemon=True).start()
-    work = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work",
-                              initializer=priority.mark_background)
-    app = build_bolt_app(settings, flows, response, closing, paging, work)
+    wake = wake if wake is not None else threading.Event()
+    local = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work",
+                               initializer=priority.mark_background)
+
+    def replaying_app() -> App:
+        return build_bolt_app(settings, flows, response, closing, paging, InlineWork(),
+                              replaying=True)
+
+    if role == "worker":
+        work: Executor = local
+        app = replaying_app()
+    else:
+        work = Handoff(local, store=lambda *job: _store(flows, wake, *job),
+                       remember=flows.remember_request)
+        app = build_bolt_app(settings, flows, response, closing, paging, work)
+    inbox_worker = None
+    if role != "front":
+        threading.Thread(target=flows.refresh_recent_cards, name="card-refresh",
+                         daemon=True).start()
+        replay = Replayer(app if role == "worker" else replaying_app(), gateway)
+        inbox_worker = InboxWorker(flows.sessions, replay, wake, threads=settings.work_threads,
+                                   clock=flows.clock, initializer=priority.mark_background)
+        inbox_worker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
-               priority=priority)
+               priority=priority, inbox=inbox_worker, role=role)
+
+
+def _store(flows: IncidentWorkflows, wake: Wake, signature: str, body: str,
+           content_type: str) -> bool:
+    """Store a request in the inbox (False: stored before, a replay) and wake a worker."""
+    fresh = flows.writes.insert(Row(
+        INBOX_TABLE, inbox.job_row(signature, body, content_type, flows.clock()), INBOX_KEY))
+    if fresh:
+        wake.set()
+    return fresh
 
 
 class WsgiApp:
@@ -152,16 +213,18 @@ class WsgiApp:
         return _json(start_response, "200 OK", {"ok": True, "result": result})
 
     def health(self, start_response: StartResponse) -> Iterable[bytes]:
+        """Healthy while the database answers and the scheduler and worker processes run."""
         scheduler = "up" if self.bot.reminders.running else "down"
+        workers = "up" if self.bot.workers_alive() else "down"
         try:
             ping(self.bot.engine)
             database = "up"
         except SQLAlchemyError:
             database = "down"
-        healthy = database == scheduler == "up"
+        healthy = database == scheduler == workers == "up"
         status = "200 OK" if healthy else "503 Service Unavailable"
-        body = {"ok": healthy, "database": database, "scheduler": scheduler,
-                "leader": self.bot.reminders.is_leader}
+        body = {"ok": healthy, "database": database, "scheduler": scheduler, "workers": workers,
+                "leader": self.bot.reminders.is_leader or self.bot.workers_lead()}
         start_response(status, [("Content-Type", "application/json")])
         return [json.dumps(body).encode()]
 
@@ -254,3 +317,103 @@ def stop_http_server(server: Any) -> None:
     except OSError:  # the loop has already closed its trigger: nothing left to wake
         close_all()
     server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
+
+
+def worker_process_count(settings: Settings) -> int:
+    """How many worker processes to start: none in Socket Mode (its requests are unsigned
+    and cannot be stored), at most one on SQLite (one process may run the scheduler)."""
+    if settings.socket_mode:
+        return 0
+    if settings.database_url.startswith("sqlite"):
+        return min(settings.worker_processes, 1)
+    return settings.worker_processes
+
+
+class WorkerProcesses:
+    """The worker processes of a serving process: started with `spawn`, restarted when one
+    dies, stopped (SIGTERM: finish what was claimed) with it."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self._settings = settings
+        self.count = count
+        self._context = multiprocessing.get_context("spawn")
+        self.wake: Wake = PipeWake(self._context)
+        # each worker's state, written by the worker: STARTING, READY or LEADING
+        self._states = self._context.Array("b", max(count, 1), lock=False)
+        self._processes: list[Any] = []
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self._processes = [self._spawn(index) for index in range(self.count)]
+        threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
+
+    def alive(self) -> bool:
+        """Every worker is running and has started its inbox worker and scheduler."""
+        return all(process.is_alive() and self._states[index] >= READY
+                   for index, process in enumerate(self._processes))
+
+    def lead(self) -> bool:
+        """Whether one of them runs the scheduler (each reports every `WORKER_WATCH_S`)."""
+        return any(process.is_alive() and self._states[index] == LEADING
+                   for index, process in enumerate(self._processes))
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self._stopping.set()
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            process.join(timeout_s)
+            if process.is_alive():
+                process.kill()
+
+    def _spawn(self, index: int) -> Any:
+        self._states[index] = STARTING
+        process = self._context.Process(target=run_worker,
+                                        args=(self._settings, self.wake, self._states, index),
+                                        name=f"incidentbot-worker-{index}", daemon=True)
+        process.start()
+        return process
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WORKER_WATCH_S):
+            for index, process in enumerate(self._processes):
+                if not process.is_alive() and not self._stopping.is_set():
+                    log.error("Worker process %s exited (code %s); starting another",
+                              process.pid, process.exitcode)
+                    self._processes[index] = self._spawn(index)
+
+
+def run_worker(settings: Settings, wake: Wake, states: Any, index: int) -> None:
+    """A worker process: the inbox worker and the scheduler, until SIGTERM or until the
+    serving process that started it is gone."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    parent = os.getppid()
+    die_with_parent()
+    bot = create_bot(settings, role="worker", wake=wake)
+    states[index] = LEADING if bot.reminders.is_leader else READY
+    log.info("Worker process %s ready", os.getpid())
+    try:
+        while not stop.wait(WORKER_WATCH_S):
+            states[index] = LEADING if bot.reminders.is_leader else READY
+            if os.getppid() != parent:
+                log.warning("The serving process is gone; stopping")
+                break
+    finally:
+        states[index] = STARTING
+        bot.close()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: be killed the moment the serving process dies, as if we were one process (a
+    crash of the server is a crash of the bot; claims we held lapse or are released at the
+    next start). Elsewhere the parent is polled every `WORKER_WATCH_S`."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

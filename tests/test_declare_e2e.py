@@ -272,7 +272,7 @@ def test_healthz(running: RunningBot) -> None:
     with urllib.request.urlopen(f"{running.url}/healthz", timeout=5) as response:
         assert response.status == 200
         assert json.loads(response.read()) == {"ok": True, "database": "up", "scheduler": "up",
-                                                   "leader": True}
+                                                   "workers": "up", "leader": True}
 
 
 def test_declare_form_suggests_a_severity_from_the_decision_tree(running: RunningBot) -> None:

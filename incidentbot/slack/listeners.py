@@ -54,6 +54,7 @@ from incidentbot.slack.commands import (
     parse,
 )
 from incidentbot.slack.gateway import SlackCallFailed
+from incidentbot.slack.handoff import Handoff
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import (
@@ -69,15 +70,17 @@ Reply = Callable[[str], None]
 
 def register(
     app: App, flows: IncidentWorkflows, response: ResponseWorkflows, closing: ClosingWorkflows,
-    paging: PagingWorkflows, work: Executor,
+    paging: PagingWorkflows, work: Executor, *, replaying: bool = False,
 ) -> None:
-    """Attach every listener to the Bolt app; `work` runs what follows each ack.
+    """Attach every listener to the Bolt app; `work` runs what follows each ack (a `Handoff`
+    stores it for a worker). A worker's app is `replaying` requests already admitted.
 
     Bolt tries listeners in the order registered, so the busiest come first: channel
     messages, then the slash command, then buttons and forms.
     """
     listeners = Listeners(flows, response, closing, paging, work)
-    app.middleware(Admission(listeners.admit))
+    if not replaying:
+        app.middleware(Admission(listeners.admit))
     app.event("message")(listeners.on_message)
     app.command("/incident")(listeners.on_command)
     for event in ("reaction_added", "reaction_removed", "member_joined_channel"):
@@ -556,7 +559,9 @@ class Listeners:
         unique on the message's ts, so it needs no ledger row; a second delivery stores
         nothing and is answered 200 if it is Slack's retry (`X-Slack-Retry-Num`), 401
         otherwise. Other requests are recorded in the replay ledger (Slack signs each of its
-        retries anew, so they pass). If the database is down, Slack gets a 503 and delivers
+        retries anew, so they pass); with a `Handoff`, commands, clicks and forms are recorded
+        after their listener ran, with the request when it has work. If the database is
+        down, Slack gets a 503 and delivers
         the event again later, so nothing is lost. Socket Mode requests carry no signature
         and skip the ledger.
         """
@@ -564,6 +569,8 @@ class Listeners:
         event = body.get("event") if body.get("type") == "event_callback" else None
         headers = request.headers
         signature = next(iter(headers.get("x-slack-signature") or []), "")
+        if event is None and isinstance(self._work, Handoff):
+            return next_()  # stored, or remembered, by `Handoff.dispatch` after the listener
         try:
             message = self.response.message_row(event) if isinstance(event, dict) else None
             if message is not None:

@@ -1,0 +1,80 @@
+"""The inbox: acknowledged requests whose work is still to do, kept in the database.
+
+The serving process stores a request here before Slack gets its answer (one insert, through
+`GroupCommit`, which is also that request's replay check); a worker claims it, replays it
+and marks it done. A crash after the answer loses nothing: an unfinished claim lapses after
+`LEASE` and another worker takes the job again (the workflows are idempotent on the
+request's key). A job that failed `MAX_ATTEMPTS` times is left for a person to look at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from incidentbot.models import InboxJob
+
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 3
+KEEP_DONE = timedelta(minutes=10)  # as long as the replay window (`security.REPLAY_WINDOW`)
+INBOX_KEY = ("signature",)
+INBOX_TABLE = InboxJob.__table__
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed request: its raw body as Slack sent it, and how many tries it has had."""
+
+    id: int
+    body: str
+    content_type: str
+    attempts: int
+
+
+def job_row(signature: str, body: str, content_type: str, now: datetime) -> dict[str, Any]:
+    """The inbox row of a request (unique on INBOX_KEY), for a batched insert."""
+    return {"signature": signature[:100], "body": body, "content_type": content_type[:100],
+            "received_at": now, "attempts": 0}
+
+
+def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Job]:
+    """Take up to `limit` jobs, oldest first: never claimed, or whose claim has lapsed.
+
+    One `UPDATE … RETURNING`, so two workers never take the same job (on PostgreSQL the
+    candidates are read `FOR UPDATE SKIP LOCKED`, so workers do not queue on each other).
+    """
+    candidates = (
+        select(InboxJob.id)
+        .where(InboxJob.done_at.is_(None), InboxJob.attempts < MAX_ATTEMPTS,
+               or_(InboxJob.claimed_at.is_(None), InboxJob.claimed_at < now - LEASE))
+        .order_by(InboxJob.id).limit(limit).with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(InboxJob).where(InboxJob.id.in_(candidates))
+        .values(claimed_at=now, claimed_by=worker[:100], attempts=InboxJob.attempts + 1)
+        .returning(InboxJob.id, InboxJob.body, InboxJob.content_type, InboxJob.attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((Job(*row) for row in rows), key=lambda job: job.id)
+
+
+def finish(session: Session, job_id: int, now: datetime) -> None:
+    session.execute(update(InboxJob).where(InboxJob.id == job_id).values(done_at=now)
+                    .execution_options(synchronize_session=False))
+
+
+def prune(session: Session, now: datetime) -> int:
+    """Forget jobs done (or given up) longer ago than the replay window."""
+    result = session.execute(delete(InboxJob).where(
+        InboxJob.received_at < now - KEEP_DONE,
+        or_(InboxJob.done_at.is_not(None), InboxJob.attempts >= MAX_ATTEMPTS)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def pending_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(InboxJob)
+                              .where(InboxJob.done_at.is_(None))) or 0)

@@ -1,0 +1,152 @@
+"""The inbox worker: claims acknowledged requests and runs the work that follows each.
+
+It runs in a worker process (`WORKER_PROCESSES`, the default) or, with none, as a thread of
+the serving process. The serving process sets `wake` after storing a job; the worker also
+looks every `POLL_S`, for jobs whose claim lapsed or that another replica stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from incidentbot import inbox
+from incidentbot.db import transaction
+from incidentbot.inbox import Job
+from incidentbot.models import utcnow
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0
+PRUNE_EVERY_S = 60.0
+
+
+class Wake(Protocol):
+    """`threading.Event` or `multiprocessing.Event`."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class PipeWake:
+    """A wake-up across processes that a killed process cannot jam (a `multiprocessing.Event`
+    can: its lock dies with a holder killed mid-call): a byte down a non-blocking pipe."""
+
+    def __init__(self, context: Any) -> None:
+        self._reader, self._writer = context.Pipe(duplex=False)
+        os.set_blocking(self._writer.fileno(), False)
+
+    def set(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is already waiting
+            self._writer.send_bytes(b"!")
+
+    def clear(self) -> None:
+        while self._reader.poll(0):
+            self._reader.recv_bytes()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._reader.poll(timeout))
+
+
+class InboxWorker:
+    """Up to `threads` jobs at a time, each run by `run(job)` and then marked done."""
+
+    def __init__(self, sessions: sessionmaker[Session], run: Callable[[Job], None], wake: Wake,
+                 *, threads: int, clock: Callable[[], datetime] = utcnow,
+                 initializer: Callable[[], None] | None = None) -> None:
+        self._sessions = sessions
+        self._run = run
+        self._wake = wake
+        self._threads = threads
+        self._clock = clock
+        self._initializer = initializer
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_prune = 0.0
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="work",
+                                        initializer=self._initializer)
+        self._thread = threading.Thread(target=self._loop, name="inbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop claiming, then finish the jobs already claimed (it can be started again)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        assert self._pool is not None
+        while not self._stopping.is_set():
+            self._wake.clear()
+            with self._lock:
+                free = self._threads - self._busy
+            jobs = self._claim(free) if free > 0 else []
+            for job in jobs:
+                with self._lock:
+                    self._busy += 1
+                self._pool.submit(self._run_one, job)
+            if len(jobs) < free or free <= 0:
+                self._wake.wait(POLL_S)
+            self._prune_now_and_then()
+
+    def _claim(self, limit: int) -> list[Job]:
+        try:
+            with transaction(self._sessions) as session:
+                return inbox.claim(session, self.name, self._clock(), limit)
+        except SQLAlchemyError as exc:
+            log.warning("Inbox unreachable (%s); trying again in %.0f s",
+                        type(exc).__name__, POLL_S)
+            self._stopping.wait(POLL_S)
+            return []
+
+    def _run_one(self, job: Job) -> None:
+        try:
+            self._run(job)
+        except Exception:
+            log.exception("Inbox job %s failed (attempt %d)", job.id, job.attempts)
+        finally:
+            self._finish(job)
+            with self._lock:
+                self._busy -= 1
+            self._wake.set()
+
+    def _finish(self, job: Job) -> None:
+        try:
+            with transaction(self._sessions) as session:
+                inbox.finish(session, job.id, self._clock())
+        except SQLAlchemyError as exc:  # the claim lapses and the job runs again (idempotent)
+            log.error("Inbox job %s done but not marked (%s); it will run again",
+                      job.id, type(exc).__name__)
+
+    def _prune_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_S
+        try:
+            with transaction(self._sessions) as session:
+                inbox.prune(session, self._clock())
+        except SQLAlchemyError as exc:
+            log.warning("Inbox not pruned: %s", type(exc).__name__)

@@ -1,0 +1,139 @@
+"""The inbox: work acknowledged to Slack is stored before the answer and done by a worker,
+even when the worker that held it died; worker processes are supervised."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from incidentbot import inbox
+from incidentbot.db import transaction
+from incidentbot.models import InboxJob, utcnow
+from tests.conftest import ALICE, BOT_TOKEN, SIGNING_SECRET, RunningBot
+from tests.driver import SlackDriver
+from tests.fakeslack import FakeSlack
+from tests.helpers import eventually
+from tests.process import BotProcess, bot_env
+
+
+def jobs(running: RunningBot) -> list[InboxJob]:
+    with running.session() as session:
+        return list(session.scalars(select(InboxJob).order_by(InboxJob.id)))
+
+
+def channel_named(fake: FakeSlack, suffix: str) -> str | None:
+    return next((c["id"] for c in fake.channels() if c["name"].endswith(suffix)), None)
+
+
+def test_acknowledged_declaration_waits_in_the_inbox_until_a_worker_runs(
+        running: RunningBot) -> None:
+    """With no worker running (it crashed after the ack), the request is stored, not lost;
+    the next worker to start declares the incident, once."""
+    assert running.bot.inbox is not None
+    running.bot.inbox.stop()
+    response = running.driver.command("declare Disk full on db-3", user_id=ALICE,
+                                      channel_id="CGENERAL")
+    assert response.status == 200
+    [job] = jobs(running)
+    assert job.done_at is None and job.attempts == 0
+    assert "Disk+full+on+db-3" in job.body and job.content_type.startswith(
+        "application/x-www-form-urlencoded")
+    assert not running.fake.calls_to("conversations.create")
+
+    running.bot.inbox.start()
+    channel = eventually(lambda: channel_named(running.fake, "disk-full-on-db-3"))
+    eventually(lambda: running.fake.pins(channel))
+    [job] = eventually(lambda: [j for j in jobs(running) if j.done_at is not None])
+    assert job.attempts == 1
+    assert len(running.fake.calls_to("conversations.create")) == 1
+
+
+def test_a_lapsed_claim_is_taken_again(running: RunningBot) -> None:
+    """A worker claimed the job and died (its lease lapsed): another runs it."""
+    assert running.bot.inbox is not None
+    running.bot.inbox.stop()
+    running.driver.command("declare Checkout errors", user_id=ALICE, channel_id="CGENERAL")
+    with transaction(running.bot.flows.sessions) as session:
+        [claimed] = inbox.claim(session, "dead-worker:1", utcnow(), limit=10)
+    with transaction(running.bot.flows.sessions) as session:  # held: nobody else takes it
+        assert inbox.claim(session, "other:2", utcnow(), limit=10) == []
+        session.execute(update(InboxJob).values(  # ... until its lease lapses
+            claimed_at=utcnow() - inbox.LEASE - timedelta(seconds=1)))
+
+    running.bot.inbox.start()
+    eventually(lambda: channel_named(running.fake, "checkout-errors"))
+    [job] = eventually(lambda: [j for j in jobs(running) if j.done_at is not None])
+    assert job.id == claimed.id and job.attempts == 2 and job.claimed_by != "dead-worker:1"
+
+
+def test_two_workers_never_claim_the_same_job(engine: object) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    sessions = sessionmaker(engine, expire_on_commit=False)  # type: ignore[call-overload]
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.execute(InboxJob.__table__.insert(), [
+            inbox.job_row(f"sig-{i}", f"body {i}", "application/json", now) for i in range(60)])
+    taken: dict[str, list[int]] = {"a": [], "b": []}
+
+    def drain(name: str) -> None:
+        while True:
+            with transaction(sessions) as session:
+                batch = inbox.claim(session, name, utcnow(), limit=7)
+            if not batch:
+                return
+            taken[name] += [job.id for job in batch]
+
+    threads = [threading.Thread(target=drain, args=(name,)) for name in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    everything = taken["a"] + taken["b"]
+    assert len(everything) == 60 and len(set(everything)) == 60
+
+
+def children_of(pid: int) -> list[int]:
+    """The worker processes of a bot (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def test_worker_process_does_the_work_and_is_restarted_when_it_dies(
+        database_url: str) -> None:
+    """`python app.py` (one worker process by default): the worker declares; killed, it is
+    reported down, replaced, and the next declaration works."""
+    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+        fake.add_user(ALICE, "alice")
+        bot = BotProcess(bot_env(fake.api_url, database_url)).start()
+        try:
+            assert bot.proc is not None
+            driver = SlackDriver(f"{bot.url}/slack/events", SIGNING_SECRET, fake)
+            driver.command("declare Before the kill", user_id=ALICE, channel_id="CGENERAL")
+            eventually(lambda: channel_named(fake, "before-the-kill"))
+            [worker] = eventually(lambda: children_of(bot.proc.pid))  # type: ignore[union-attr]
+            os.kill(worker, signal.SIGKILL)
+            eventually(lambda: [w for w in children_of(bot.proc.pid)  # type: ignore[union-attr]
+                                if w != worker])
+            bot.wait_healthy()
+            response = driver.command("declare After the kill", user_id=ALICE,
+                                      channel_id="CGENERAL")
+            assert response.status == 200
+            eventually(lambda: channel_named(fake, "after-the-kill"), timeout=20)
+            assert "exited (code -9); starting another" in bot.output()
+        finally:
+            bot.stop()
