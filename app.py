@@ -64,19 +64,11 @@ def migrate_only(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     from incidentbot.core.services import CatalogError
-    from incidentbot.server import (
-        WorkerProcesses,
-        create_bot,
-        serve_http,
-        serve_socket_mode,
-        worker_process_count,
-    )
+    from incidentbot.server import launch, serve_http, serve_socket_mode
     from incidentbot.slack.gateway import SlackCallFailed
 
-    workers = WorkerProcesses(settings, worker_process_count(settings))
     try:
-        bot = create_bot(settings, role="front" if workers.count else "all",
-                         wake=workers.wake if workers.count else None)
+        bot = launch(settings)
     except CatalogError as exc:
         print(f"incidentbot cannot start: {exc}", file=sys.stderr)
         return 2
@@ -89,8 +81,6 @@ def run(settings: Settings) -> int:
               f"({type(exc).__name__}: {str(exc).splitlines()[0]})", file=sys.stderr)
         return 3
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    workers.start()
-    bot.workers_alive, bot.workers_lead = workers.alive, workers.lead
     try:
         if settings.socket_mode:
             serve_socket_mode(bot)
@@ -99,8 +89,7 @@ def run(settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        bot.close()  # the serving part first: what it stored, the workers still finish
-        workers.stop()
+        bot.close()
     return 0
 
 

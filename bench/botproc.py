@@ -64,11 +64,11 @@ def instrument() -> None:
 
 
 def build_bot(settings: Settings) -> tuple[Any, Callable[[], None]]:
-    from incidentbot.server import create_bot, make_http_server
+    from incidentbot.server import launch, make_http_server
 
     instrument()
     started = time.perf_counter()
-    bot = create_bot(settings)
+    bot = launch(settings)
     STATS["create_bot_s"] = time.perf_counter() - started
     return make_http_server(bot, host=settings.host, port=settings.port), bot.close
 

@@ -194,7 +194,8 @@ class Target:
         return _http_json(self.stats_port, "GET", "/")
 
     def rss_mib(self) -> float:
-        return rss_kib(self.proc.pid) / MiB
+        """The process and its children (the bot's worker processes)."""
+        return sum(rss_kib(pid) for pid in process_tree(self.proc.pid)) / MiB
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -214,6 +215,33 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the targets started inside."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        current = tree[index]
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            tree += [int(child) for child in children]
+        index += 1
+    return tree
 
 
 def start_target(kind: str, fake: Fake, database_url: str, workdir: Path,
@@ -502,7 +530,8 @@ def section_reminders(profile: Profile, fake: Fake, workdir: Path) -> dict[str, 
     interval = timedelta(minutes=30)  # SEV2
     out: dict[str, Any] = {"incidents": n, "window_s": profile.reminder_window_s,
                            "due": profile.reminders_due}
-    with seed.fresh_database("sqlite", workdir) as url:
+    # the scheduler runs in the process whose stats are read: no worker process
+    with seed.fresh_database("sqlite", workdir) as url, environment(WORKER_PROCESSES="0"):
         channels = fake.channels("rem", n)
         later = datetime.now(UTC) + timedelta(days=1)
         ids = seed.seed_incidents(url, channels, ic=USER, due_at=[later] * n)

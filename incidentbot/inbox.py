@@ -62,6 +62,20 @@ def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Job]
     return sorted((Job(*row) for row in rows), key=lambda job: job.id)
 
 
+def claimers(session: Session) -> list[str]:
+    """Who holds claims on unfinished jobs."""
+    return list(session.scalars(select(InboxJob.claimed_by).distinct().where(
+        InboxJob.done_at.is_(None), InboxJob.claimed_by.is_not(None))))
+
+
+def release(session: Session, claimer: str) -> int:
+    """Give back the unfinished claims of a worker known to be dead (no lease to wait out)."""
+    result = session.execute(
+        update(InboxJob).where(InboxJob.done_at.is_(None), InboxJob.claimed_by == claimer)
+        .values(claimed_at=None).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def finish(session: Session, job_id: int, now: datetime) -> None:
     session.execute(update(InboxJob).where(InboxJob.id == job_id).values(done_at=now)
                     .execution_options(synchronize_session=False))

@@ -76,8 +76,13 @@ class Bot:
     priority: AckPriority
     inbox: InboxWorker | None = None
     role: str = "all"
-    workers_alive: Callable[[], bool] = lambda: True
-    workers_lead: Callable[[], bool] = lambda: False
+    workers: WorkerProcesses | None = None
+
+    def workers_alive(self) -> bool:
+        return self.workers is None or self.workers.alive()
+
+    def workers_lead(self) -> bool:
+        return self.workers is not None and self.workers.lead()
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -86,6 +91,20 @@ class Bot:
         self.reminders.shutdown()
         self.flows.writes.close()
         self.engine.dispose()
+        if self.workers is not None:  # last: they finish what this process stored
+            self.workers.stop()
+
+
+def launch(settings: Settings) -> Bot:
+    """The bot as `app.py` runs it: this process answers Slack, and `WORKER_PROCESSES`
+    worker processes (see `worker_process_count`) do the work; with none, this one does."""
+    workers = WorkerProcesses(settings, worker_process_count(settings))
+    if not workers.count:
+        return create_bot(settings)
+    bot = create_bot(settings, role="front", wake=workers.wake)
+    bot.workers = workers
+    workers.start()
+    return bot
 
 
 def _take_over(

@@ -81,6 +81,7 @@ class InboxWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def start(self) -> None:
+        self._release_dead_claims()
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="work",
                                         initializer=self._initializer)
@@ -110,6 +111,21 @@ class InboxWorker:
             if len(jobs) < free or free <= 0:
                 self._wake.wait(POLL_S)
             self._prune_now_and_then()
+
+    def _release_dead_claims(self) -> None:
+        """Claims held by a worker of this host that is no longer running (killed with the
+        server it ran beside, say) are given back now rather than after their lease."""
+        host = f"{socket.gethostname()}:"
+        try:
+            with transaction(self._sessions) as session:
+                for claimer in inbox.claimers(session):
+                    pid = claimer.removeprefix(host)
+                    if claimer.startswith(host) and pid.isdigit() and not _running(int(pid)):
+                        released = inbox.release(session, claimer)
+                        log.warning("Took back %d job(s) from worker %s, which is gone",
+                                    released, claimer)
+        except SQLAlchemyError as exc:
+            log.warning("Could not look for dead workers' claims: %s", type(exc).__name__)
 
     def _claim(self, limit: int) -> list[Job]:
         try:
@@ -150,3 +166,13 @@ class InboxWorker:
                 inbox.prune(session, self._clock())
         except SQLAlchemyError as exc:
             log.warning("Inbox not pruned: %s", type(exc).__name__)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

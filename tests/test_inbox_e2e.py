@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -14,16 +15,24 @@ from sqlalchemy import select, update
 from incidentbot import inbox
 from incidentbot.db import transaction
 from incidentbot.models import InboxJob, utcnow
-from tests.conftest import ALICE, BOT_TOKEN, SIGNING_SECRET, RunningBot
+from incidentbot.slack import blocks
+from tests.conftest import ALICE, BOT_TOKEN, CAROL, SIGNING_SECRET, RunningBot
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
 from tests.process import BotProcess, bot_env
+from tests.test_declare_e2e import declare, stored_incident
 
 
 def jobs(running: RunningBot) -> list[InboxJob]:
     with running.session() as session:
         return list(session.scalars(select(InboxJob).order_by(InboxJob.id)))
+
+
+def direct_messages(fake: FakeSlack, user: str) -> list[dict[str, object]]:
+    return [message for channel in fake.channels()
+            if channel.get("is_im") and channel.get("user") == user
+            for message in fake.messages(channel["id"])]
 
 
 def channel_named(fake: FakeSlack, suffix: str) -> str | None:
@@ -69,6 +78,47 @@ def test_a_lapsed_claim_is_taken_again(running: RunningBot) -> None:
     eventually(lambda: channel_named(running.fake, "checkout-errors"))
     [job] = eventually(lambda: [j for j in jobs(running) if j.done_at is not None])
     assert job.id == claimed.id and job.attempts == 2 and job.claimed_by != "dead-worker:1"
+
+
+def test_claims_of_a_dead_worker_on_this_host_are_taken_back_at_start(
+        running: RunningBot) -> None:
+    """No lease to wait out after a crash and restart on the same host."""
+    assert running.bot.inbox is not None
+    running.bot.inbox.stop()
+    running.driver.command("declare Queue stuck", user_id=ALICE, channel_id="CGENERAL")
+    gone = f"{socket.gethostname()}:{2**22 + 1}"  # above Linux's largest pid: not running
+    with transaction(running.bot.flows.sessions) as session:
+        assert len(inbox.claim(session, gone, utcnow(), limit=10)) == 1
+
+    running.bot.inbox.start()
+    eventually(lambda: channel_named(running.fake, "queue-stuck"), timeout=5)
+    [job] = eventually(lambda: [j for j in jobs(running) if j.done_at is not None])
+    assert job.attempts == 2 and job.claimed_by != gone
+
+
+def test_a_form_refused_when_its_work_runs_is_reported_to_its_author(
+        running: RunningBot) -> None:
+    """Valid when Slack was answered, not when the worker ran it (the person picked was
+    deactivated meanwhile): the author is told by DM, never silently dropped."""
+    fake, driver = running.fake, running.driver
+    fake.add_user(CAROL, "carol")
+    incident = declare(running, "Search down")
+    driver.block_action(blocks.ASSIGN_ROLE, user_id=ALICE, channel_id=incident.channel_id,
+                        message_ts=incident.card_ts or "", value=str(incident.id))
+    view = eventually(lambda: (v := fake.last_view()) and v["callback_id"] == blocks.ROLE_VIEW
+                      and v)
+    assert running.bot.inbox is not None
+    running.bot.inbox.stop()
+    response = driver.submit_view(view["id"], {blocks.ROLE: "comms", blocks.USER: CAROL},
+                                  user_id=ALICE)
+    assert response.status == 200 and not response.body  # accepted: the modal closes
+    fake.add_user(CAROL, "carol", deleted=True)
+
+    running.bot.inbox.start()
+    told = eventually(lambda: [m for m in direct_messages(fake, ALICE)
+                               if "could not be applied" in m.get("text", "")])
+    assert CAROL in told[0]["text"]
+    assert stored_incident(running, incident.channel_id).holder("comms") is None
 
 
 def test_two_workers_never_claim_the_same_job(engine: object) -> None:
