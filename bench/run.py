@@ -38,6 +38,8 @@ SECRET = "bench-signing-secret"
 USER = "UBENCH"
 GENERAL = "CGENERAL"
 KINDS = tuple(os.environ.get("BENCH_KINDS", "message,click,update,declare").split(","))
+ACK_DATABASE = os.environ.get("BENCH_ACK_DATABASE", "sqlite")  # or postgresql
+DATABASE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 KIND_LABELS = {
     "declare": "`/incident declare <title>`",
     "update": "`/incident update` (modal)",
@@ -348,10 +350,12 @@ def summarize(result: load.PhaseResult) -> dict[str, Any]:
 def section_ack(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
     """Open-loop ack latency per request kind and offered load: baseline, the baseline with
     Bolt's default mode (reference), and the bot."""
-    out: dict[str, Any] = {"phase_s": profile.phase_s, "rates": list(RATES), "results": {}}
+    out: dict[str, Any] = {"phase_s": profile.phase_s, "rates": list(RATES), "results": {},
+                           "database": ACK_DATABASE,
+                           "worker_processes": os.environ.get("WORKER_PROCESSES", "default")}
     for kind_of_target in ("baseline", "bolt-default", "bot"):
         results: dict[str, Any] = {}
-        with seed.fresh_database("sqlite", workdir) as url:
+        with seed.fresh_database(ACK_DATABASE, workdir) as url:
             channels = fake.channels(f"ack-{kind_of_target}", 20)
             due = datetime.now(UTC) + timedelta(days=1)
             ids = seed.seed_incidents(url, channels, ic=USER, due_at=[due] * len(channels))
@@ -796,7 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": lambda fake, wd: section_memory(profile, fake, wd),
     }
     renderers: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-        "ack": ("1. Acknowledge latency (open loop, SQLite)", table_ack_and_modals),
+        "ack": (f"1. Acknowledge latency (open loop, {DATABASE_NAMES[ACK_DATABASE]})",
+                table_ack_and_modals),
         "ingest": ("2. Timeline ingest (closed loop)", table_ingest),
         "reminders": ("3. Reminder scale (SQLite)", table_reminders),
         "postmortem": ("4. Postmortem rendering", table_postmortem),

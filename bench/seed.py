@@ -28,7 +28,7 @@ def fresh_database(kind: str, workdir: Path, pg_url: str = PG_URL) -> Iterator[s
         try:
             yield url
         finally:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".writers"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     admin = create_engine(normalize_url(pg_url), isolation_level="AUTOCOMMIT")

@@ -35,7 +35,9 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S,
                                                   "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        WriterTurns(SQLITE_BUSY_S).attach(engine)
+        database = engine.url.database
+        on_disk = bool(database) and database != ":memory:" and "mode=memory" not in url
+        WriterTurns(SQLITE_BUSY_S, f"{database}.writers" if on_disk else None).attach(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 

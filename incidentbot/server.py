@@ -412,6 +412,8 @@ def run_worker(settings: Settings, wake: Wake, states: Any, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     parent = os.getppid()
     die_with_parent()
+    with contextlib.suppress(OSError):  # answering Slack goes first, at the CPU too
+        os.nice(settings.worker_niceness)
     bot = create_bot(settings, role="worker", wake=wake)
     states[index] = LEADING if bot.reminders.is_leader else READY
     log.info("Worker process %s ready", os.getpid())

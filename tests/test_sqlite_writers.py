@@ -125,3 +125,45 @@ def test_rollback_and_invalidation_give_the_turn_back(sqlite_engine: Engine) -> 
     with sqlite_engine.connect() as reader:
         signatures = reader.scalars(select(SeenRequest.signature)).all()
     assert signatures == ["v0=next"]
+
+
+WRITE_WHEN_TOLD = """
+import sys, time
+from sqlalchemy import text
+from incidentbot.db import create_db_engine
+engine = create_db_engine(sys.argv[1])
+print("ready", flush=True)
+for round in range(3):
+    sys.stdin.readline()
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO seen_requests (signature, seen_at) "
+                                f"VALUES ('other-{round}', '2026-11-25 02:00:00')"))
+    print(time.monotonic(), flush=True)
+"""
+
+
+def test_a_turn_keeps_writers_of_other_processes_waiting(sqlite_engine: Engine) -> None:
+    """The worker process and the server share the turn: the other process's write waits
+    for this transaction, then starts at once, not after SQLite's busy handler's next sleep
+    (measured here: 1.0-1.6 ms after the commit with the shared turn, 29-30 ms without)."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", WRITE_WHEN_TOLD, str(sqlite_engine.url)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert other.stdin is not None and other.stdout is not None
+    assert other.stdout.readline().strip() == "ready"
+    delays = []
+    for round in range(3):
+        with sqlite_engine.begin() as connection:
+            connection.execute(SeenRequest.__table__.insert().values(
+                signature=f"here-{round}", seen_at=T0))
+            other.stdin.write("go\n")
+            other.stdin.flush()
+            time.sleep(0.4)  # the other process is waiting for the turn meanwhile
+            assert connection.scalar(select(func.count()).select_from(SeenRequest)) \
+                == 2 * round + 1
+        released = time.monotonic()
+        delays.append(float(other.stdout.readline()) - released)
+    assert other.wait(timeout=10) == 0
+    assert max(delays) < 0.015, delays
