@@ -76,9 +76,10 @@ def release(session: Session, claimer: str) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def finish(session: Session, job_id: int, now: datetime) -> None:
-    session.execute(update(InboxJob).where(InboxJob.id == job_id).values(done_at=now)
-                    .execution_options(synchronize_session=False))
+def finish(session: Session, job_ids: list[int], now: datetime) -> None:
+    if job_ids:
+        session.execute(update(InboxJob).where(InboxJob.id.in_(job_ids)).values(done_at=now)
+                        .execution_options(synchronize_session=False))
 
 
 def prune(session: Session, now: datetime) -> int:

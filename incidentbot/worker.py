@@ -29,6 +29,7 @@ from incidentbot.models import utcnow
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+QUEUED_PER_THREAD = 2  # claimed ahead, so that a thread never waits for a claim
 PRUNE_EVERY_S = 60.0
 
 
@@ -74,6 +75,7 @@ class InboxWorker:
         self._initializer = initializer
         self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
+        self._finished: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,14 +98,15 @@ class InboxWorker:
             self._thread.join(timeout=10)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._claim(0)  # mark the jobs finished meanwhile done
 
     def _loop(self) -> None:
         assert self._pool is not None
         while not self._stopping.is_set():
             self._wake.clear()
             with self._lock:
-                free = self._threads - self._busy
-            jobs = self._claim(free) if free > 0 else []
+                free = self._threads * QUEUED_PER_THREAD - self._busy
+            jobs = self._claim(free)
             for job in jobs:
                 with self._lock:
                     self._busy += 1
@@ -128,10 +131,20 @@ class InboxWorker:
             log.warning("Could not look for dead workers' claims: %s", type(exc).__name__)
 
     def _claim(self, limit: int) -> list[Job]:
+        """Mark the jobs finished since the last call done and claim up to `limit` more, in
+        one transaction (a job run but not yet marked when the process dies runs again)."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if not finished and limit <= 0:
+            return []
         try:
             with transaction(self._sessions) as session:
-                return inbox.claim(session, self.name, self._clock(), limit)
+                inbox.finish(session, finished, self._clock())
+                return inbox.claim(session, self.name, self._clock(), limit) if limit > 0 \
+                    else []
         except SQLAlchemyError as exc:
+            with self._lock:
+                self._finished = finished + self._finished
             log.warning("Inbox unreachable (%s); trying again in %.0f s",
                         type(exc).__name__, POLL_S)
             self._stopping.wait(POLL_S)
@@ -143,18 +156,10 @@ class InboxWorker:
         except Exception:
             log.exception("Inbox job %s failed (attempt %d)", job.id, job.attempts)
         finally:
-            self._finish(job)
             with self._lock:
                 self._busy -= 1
+                self._finished.append(job.id)
             self._wake.set()
-
-    def _finish(self, job: Job) -> None:
-        try:
-            with transaction(self._sessions) as session:
-                inbox.finish(session, job.id, self._clock())
-        except SQLAlchemyError as exc:  # the claim lapses and the job runs again (idempotent)
-            log.error("Inbox job %s done but not marked (%s); it will run again",
-                      job.id, type(exc).__name__)
 
     def _prune_now_and_then(self) -> None:
         now = time.monotonic()
