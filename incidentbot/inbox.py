@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from incidentbot.models import InboxJob
@@ -89,7 +89,3 @@ def prune(session: Session, now: datetime) -> int:
         or_(InboxJob.done_at.is_not(None), InboxJob.attempts >= MAX_ATTEMPTS)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-
-def pending_count(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(InboxJob)
-                              .where(InboxJob.done_at.is_(None))) or 0)

@@ -80,7 +80,7 @@ class Handoff(Executor):
             response = run(request)
         if request.body.get("type") == "event_callback" and not calls:
             return response
-        signature = next(iter(request.headers.get("x-slack-signature") or []), "")
+        signature = request_signature(request)
         if not signature or response.status != 200:
             self._run_here(calls)
             return response
@@ -108,6 +108,11 @@ class Handoff(Executor):
     def _run_here(self, calls: list[Call]) -> None:
         for fn, args, kwargs in calls:
             self._local.submit(fn, *args, **kwargs)
+
+
+def request_signature(request: BoltRequest) -> str:
+    """The request's `X-Slack-Signature` ("" for Socket Mode requests, which have none)."""
+    return next(iter(request.headers.get("x-slack-signature") or []), "")
 
 
 def _content_type(request: BoltRequest) -> str:

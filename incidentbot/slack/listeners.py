@@ -54,7 +54,7 @@ from incidentbot.slack.commands import (
     parse,
 )
 from incidentbot.slack.gateway import SlackCallFailed
-from incidentbot.slack.handoff import Handoff
+from incidentbot.slack.handoff import Handoff, request_signature
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import (
@@ -568,7 +568,7 @@ class Listeners:
         body = request.body
         event = body.get("event") if body.get("type") == "event_callback" else None
         headers = request.headers
-        signature = next(iter(headers.get("x-slack-signature") or []), "")
+        signature = request_signature(request)
         if event is None and isinstance(self._work, Handoff):
             return next_()  # stored, or remembered, by `Handoff.dispatch` after the listener
         try:
