@@ -21,6 +21,7 @@ import secrets
 import socket
 import string
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -84,6 +85,11 @@ class _Fault:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeSlack
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up mid-request (the bot gave up on a call) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
