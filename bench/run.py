@@ -53,6 +53,30 @@ MiB = 1024
 PY_SPY_DIR: Path | None = None  # --py-spy: record each bot process's stacks there
 
 
+def cpu_split() -> tuple[set[int], set[int]] | None:
+    """(cores of the process under test, cores of this process and the fake Slack).
+
+    The load generator and the fake Slack stand in for Slack, whose CPU is not the bot's:
+    they run on their own cores, and the bot (with its worker processes) or the baseline on
+    the others, so an ack's latency measures the process under test rather than its fight for
+    a core with the harness. `BENCH_PIN=0`, or a single core, shares every core as before.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if os.environ.get("BENCH_PIN", "1") == "0" or len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+CPU_SPLIT = cpu_split()
+
+
+def _pin_target() -> None:
+    """`preexec_fn` of the process under test (its children inherit the cores)."""
+    if CPU_SPLIT is not None:
+        os.sched_setaffinity(0, CPU_SPLIT[0])
+
+
 @dataclass(frozen=True)
 class Profile:
     """How much work each section does."""
@@ -258,7 +282,8 @@ def start_target(kind: str, fake: Fake, database_url: str, workdir: Path,
     started = time.perf_counter()
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "bench.botproc", kind], cwd=workdir,
-                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+                                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                preexec_fn=_pin_target)
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} exited early:\n{log_path.read_text()[-3000:]}")
@@ -727,6 +752,7 @@ def machine_facts() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "platform": platform.platform(), "packages": packages,
             "server_threads": server_threads(),
+            "cpu_split": None if CPU_SPLIT is None else [sorted(c) for c in CPU_SPLIT],
             "when": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -738,8 +764,17 @@ def table_machine(facts: dict[str, Any]) -> str:
         f"| Python | {facts['python']} ({facts['platform']}) |",
         f"| packages | {packages} |",
         f"| server | waitress, {facts['server_threads']} threads (bot and baseline) |",
+        f"| cores used | {_cores_used(facts.get('cpu_split'))} |",
         f"| run | {facts['when']}, `{facts['command']}` |",
     ])
+
+
+def _cores_used(split: list[list[int]] | None) -> str:
+    if not split:
+        return "all shared (BENCH_PIN=0 or one core)"
+    return (f"process under test (bot and its workers, or baseline) on CPU "
+            f"{','.join(map(str, split[0]))}; load generator and fake Slack on CPU "
+            f"{','.join(map(str, split[1]))}")
 
 
 @dataclass
@@ -807,6 +842,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "postmortem": ("4. Postmortem rendering", table_postmortem),
         "memory": ("5. Memory at rest (SQLite)", table_memory),
     }
+    if CPU_SPLIT is not None:  # the fake Slack, started next, inherits these cores
+        os.sched_setaffinity(0, CPU_SPLIT[1])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="incidentbot-bench-") as tmp:
         workdir = Path(tmp)
