@@ -2,9 +2,13 @@
 
 The serving process stores a request here before Slack gets its answer (one insert, through
 `GroupCommit`, which is also that request's replay check); a worker claims it, replays it
-and marks it done. A crash after the answer loses nothing: an unfinished claim lapses after
-`LEASE` and another worker takes the job again (the workflows are idempotent on the
-request's key). A job that failed `MAX_ATTEMPTS` times is left for a person to look at.
+and marks it done. A serving process with a single worker stores each job already claimed
+by it (`assigned`), so that worker takes its jobs by reading: on SQLite, whose one writer
+at a time is shared by both processes, a write by the (lower-priority) worker is a write the
+next answer may wait for. A crash after the answer loses nothing: an unfinished claim
+lapses after `LEASE` and another worker takes the job again (the workflows are idempotent
+on the request's key). A job that failed `MAX_ATTEMPTS` times is left for a person to look
+at.
 """
 
 from __future__ import annotations
@@ -35,10 +39,37 @@ class Job:
     attempts: int
 
 
-def job_row(signature: str, body: str, content_type: str, now: datetime) -> dict[str, Any]:
-    """The inbox row of a request (unique on INBOX_KEY), for a batched insert."""
+def job_row(signature: str, body: str, content_type: str, now: datetime,
+            worker: str | None = None) -> dict[str, Any]:
+    """The inbox row of a request (unique on INBOX_KEY), for a batched insert; claimed by
+    `worker` from the start when given."""
     return {"signature": signature[:100], "body": body, "content_type": content_type[:100],
-            "received_at": now, "attempts": 0}
+            "received_at": now, "claimed_at": now if worker else None,
+            "claimed_by": worker[:100] if worker else None, "attempts": 1 if worker else 0}
+
+
+def assigned(session: Session, worker: str, after_id: int, limit: int) -> list[Job]:
+    """Up to `limit` unfinished jobs stored claimed by `worker` with ids above `after_id`,
+    oldest first. A read: ids grow in commit order, so a worker that remembers the last id
+    it took never takes one twice."""
+    rows = session.execute(
+        select(InboxJob.id, InboxJob.body, InboxJob.content_type, InboxJob.attempts)
+        .where(InboxJob.done_at.is_(None), InboxJob.claimed_by == worker[:100],
+               InboxJob.id > after_id)
+        .order_by(InboxJob.id).limit(limit)
+    ).all()
+    return [Job(*row) for row in rows]
+
+
+def _claimable(now: datetime) -> Any:
+    return (InboxJob.done_at.is_(None), InboxJob.attempts < MAX_ATTEMPTS,
+            or_(InboxJob.claimed_at.is_(None), InboxJob.claimed_at < now - LEASE))
+
+
+def any_claimable(session: Session, now: datetime) -> bool:
+    """Whether `claim` would find a job (a read, so an idle worker writes nothing)."""
+    return session.execute(select(InboxJob.id).where(*_claimable(now)).limit(1)).first() \
+        is not None
 
 
 def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Job]:
@@ -49,8 +80,7 @@ def claim(session: Session, worker: str, now: datetime, limit: int) -> list[Job]
     """
     candidates = (
         select(InboxJob.id)
-        .where(InboxJob.done_at.is_(None), InboxJob.attempts < MAX_ATTEMPTS,
-               or_(InboxJob.claimed_at.is_(None), InboxJob.claimed_at < now - LEASE))
+        .where(*_claimable(now))
         .order_by(InboxJob.id).limit(limit).with_for_update(skip_locked=True)
     )
     rows = session.execute(
@@ -72,7 +102,7 @@ def release(session: Session, claimer: str) -> int:
     """Give back the unfinished claims of a worker known to be dead (no lease to wait out)."""
     result = session.execute(
         update(InboxJob).where(InboxJob.done_at.is_(None), InboxJob.claimed_by == claimer)
-        .values(claimed_at=None).execution_options(synchronize_session=False))
+        .values(claimed_at=None, claimed_by=None).execution_options(synchronize_session=False))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -40,7 +40,7 @@ from incidentbot.slack.handoff import Handoff, InlineWork, Replayer
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError
-from incidentbot.worker import InboxWorker, PipeWake, Wake
+from incidentbot.worker import InboxWorker, PipeWake, Wake, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def launch(settings: Settings) -> Bot:
     workers = WorkerProcesses(settings, worker_process_count(settings))
     if not workers.count:
         return create_bot(settings)
-    bot = create_bot(settings, role="front", wake=workers.wake)
+    bot = create_bot(settings, role="front", wake=workers.wake, worker=workers.assignee)
     bot.workers = workers
     workers.start()
     return bot
@@ -121,10 +121,13 @@ def _take_over(
              planned, recovered)
 
 
-def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = None) -> Bot:
+def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = None,
+               worker: str | None = None) -> Bot:
     """Connect the database (applying migrations), start reminders and build the Bolt app.
 
     `wake` is set whenever a request is stored in the inbox (shared with worker processes).
+    `worker` names the inbox worker: a worker process's own name, or for the serving
+    process ("front") the worker its jobs are stored claimed by (None: any worker claims).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -155,11 +158,12 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         return build_bolt_app(settings, flows, response, closing, paging, InlineWork(),
                               replaying=True)
 
+    worker = worker or (worker_name() if role == "all" else None)
     if role == "worker":
         work: Executor = local
         app = replaying_app()
     else:
-        work = Handoff(local, store=lambda *job: _store(flows, wake, *job),
+        work = Handoff(local, store=lambda *job: _store(flows, wake, worker, *job),
                        remember=flows.remember_request)
         app = build_bolt_app(settings, flows, response, closing, paging, work)
     inbox_worker = None
@@ -168,18 +172,21 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
                          daemon=True).start()
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
         inbox_worker = InboxWorker(flows.sessions, replay, wake, threads=settings.work_threads,
-                                   clock=flows.clock, initializer=priority.mark_background)
+                                   clock=flows.clock, initializer=priority.mark_background,
+                                   name=worker)
         inbox_worker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
                priority=priority, inbox=inbox_worker, role=role)
 
 
-def _store(flows: IncidentWorkflows, wake: Wake, signature: str, body: str,
-           content_type: str) -> bool:
-    """Store a request in the inbox (False: stored before, a replay) and wake a worker."""
+def _store(flows: IncidentWorkflows, wake: Wake, worker: str | None, signature: str,
+           body: str, content_type: str) -> bool:
+    """Store a request in the inbox (False: stored before, a replay), claimed by `worker`,
+    and wake a worker."""
     fresh = flows.writes.insert(Row(
-        INBOX_TABLE, inbox.job_row(signature, body, content_type, flows.clock()), INBOX_KEY))
+        INBOX_TABLE, inbox.job_row(signature, body, content_type, flows.clock(), worker),
+        INBOX_KEY))
     if fresh:
         wake.set()
     return fresh
@@ -361,6 +368,8 @@ class WorkerProcesses:
         self._states = self._context.Array("b", max(count, 1), lock=False)
         self._processes: list[Any] = []
         self._stopping = threading.Event()
+        # a single worker takes the jobs stored claimed by it, without claiming (a write)
+        self.assignee = worker_name(os.getpid(), 0) if count == 1 else None
 
     def start(self) -> None:
         self._processes = [self._spawn(index) for index in range(self.count)]
@@ -414,7 +423,7 @@ def run_worker(settings: Settings, wake: Wake, states: Any, index: int) -> None:
     die_with_parent()
     with contextlib.suppress(OSError):  # answering Slack goes first, at the CPU too
         os.nice(settings.worker_niceness)
-    bot = create_bot(settings, role="worker", wake=wake)
+    bot = create_bot(settings, role="worker", wake=wake, worker=worker_name(parent, index))
     states[index] = LEADING if bot.reminders.is_leader else READY
     log.info("Worker process %s ready", os.getpid())
     try:

@@ -3,6 +3,12 @@
 It runs in a worker process (`WORKER_PROCESSES`, the default) or, with none, as a thread of
 the serving process. The serving process sets `wake` after storing a job; the worker also
 looks every `POLL_S`, for jobs whose claim lapsed or that another replica stored.
+
+In the steady state a worker only reads the inbox: a serving process with one worker stores
+its jobs already claimed by it (`inbox.assigned`), and finished jobs are marked done together
+at most every `MARK_DONE_EVERY_S`. On SQLite every write of the worker is a write the next
+answer to Slack may queue behind (one writer at a time for both processes), and a worker
+preempted at lower priority holds that turn for tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from incidentbot.models import utcnow
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+MARK_DONE_EVERY_S = 1.0
 QUEUED_PER_THREAD = 2  # claimed ahead, so that a thread never waits for a claim
 PRUNE_EVERY_S = 60.0
 
@@ -61,12 +68,20 @@ class PipeWake:
         return bool(self._reader.poll(timeout))
 
 
+def worker_name(server_pid: int | None = None, index: int | None = None) -> str:
+    """`host:pid` of the serving process, and `/index` for its worker process `index`: the
+    name under which a worker claims jobs (its host and pid tell whether it still runs)."""
+    name = f"{socket.gethostname()}:{server_pid or os.getpid()}"
+    return name if index is None else f"{name}/{index}"
+
+
 class InboxWorker:
     """Up to `threads` jobs at a time, each run by `run(job)` and then marked done."""
 
     def __init__(self, sessions: sessionmaker[Session], run: Callable[[Job], None], wake: Wake,
                  *, threads: int, clock: Callable[[], datetime] = utcnow,
-                 initializer: Callable[[], None] | None = None) -> None:
+                 initializer: Callable[[], None] | None = None,
+                 name: str | None = None) -> None:
         self._sessions = sessions
         self._run = run
         self._wake = wake
@@ -80,10 +95,13 @@ class InboxWorker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_prune = 0.0
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._next_mark = 0.0
+        self._last_assigned: int | None = None  # id of the last assigned job taken
+        self.name = name or worker_name()
 
     def start(self) -> None:
-        self._release_dead_claims()
+        self._release_dead_claims(own=self._last_assigned is None)
+        self._last_assigned = self._last_assigned or 0
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="work",
                                         initializer=self._initializer)
@@ -115,15 +133,17 @@ class InboxWorker:
                 self._wake.wait(POLL_S)
             self._prune_now_and_then()
 
-    def _release_dead_claims(self) -> None:
+    def _release_dead_claims(self, *, own: bool) -> None:
         """Claims held by a worker of this host that is no longer running (killed with the
-        server it ran beside, say) are given back now rather than after their lease."""
+        server it ran beside, say) are given back now rather than after their lease; with
+        `own`, so are those under this worker's name (left by the process it replaces)."""
         host = f"{socket.gethostname()}:"
         try:
             with transaction(self._sessions) as session:
                 for claimer in inbox.claimers(session):
-                    pid = claimer.removeprefix(host)
-                    if claimer.startswith(host) and pid.isdigit() and not _running(int(pid)):
+                    pid = claimer.removeprefix(host).split("/")[0]
+                    if (own and claimer == self.name) or (claimer.startswith(host) and pid.isdigit()
+                                and not _running(int(pid))):
                         released = inbox.release(session, claimer)
                         log.warning("Took back %d job(s) from worker %s, which is gone",
                                     released, claimer)
@@ -131,17 +151,20 @@ class InboxWorker:
             log.warning("Could not look for dead workers' claims: %s", type(exc).__name__)
 
     def _claim(self, limit: int) -> list[Job]:
-        """Mark the jobs finished since the last call done and claim up to `limit` more, in
-        one transaction (a job run but not yet marked when the process dies runs again)."""
+        """Mark the jobs finished so far done (every `MARK_DONE_EVERY_S`, or when stopping:
+        `limit` 0), then take up to `limit` more: those assigned to this worker, then any
+        other claimable (a job run but not yet marked when the process dies runs again)."""
+        marking = limit <= 0 or time.monotonic() >= self._next_mark
         with self._lock:
-            finished, self._finished = self._finished, []
+            finished, self._finished = (self._finished, []) if marking else ([], self._finished)
         if not finished and limit <= 0:
             return []
         try:
             with transaction(self._sessions) as session:
-                inbox.finish(session, finished, self._clock())
-                return inbox.claim(session, self.name, self._clock(), limit) if limit > 0 \
-                    else []
+                if finished:
+                    inbox.finish(session, finished, self._clock())
+                    self._next_mark = time.monotonic() + MARK_DONE_EVERY_S
+                assigned, claimed = self._take(session, limit)
         except SQLAlchemyError as exc:
             with self._lock:
                 self._finished = finished + self._finished
@@ -149,6 +172,19 @@ class InboxWorker:
                         type(exc).__name__, POLL_S)
             self._stopping.wait(POLL_S)
             return []
+        if assigned:
+            self._last_assigned = assigned[-1].id
+        return assigned + claimed
+
+    def _take(self, session: Session, limit: int) -> tuple[list[Job], list[Job]]:
+        """(jobs assigned to this worker, other jobs claimed), up to `limit` in all."""
+        if limit <= 0:
+            return [], []
+        assigned = inbox.assigned(session, self.name, self._last_assigned or 0, limit)
+        now = self._clock()
+        if len(assigned) == limit or not inbox.any_claimable(session, now):
+            return assigned, []
+        return assigned, inbox.claim(session, self.name, now, limit - len(assigned))
 
     def _run_one(self, job: Job) -> None:
         try:

@@ -10,12 +10,13 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, event, select, update
 
 from incidentbot import inbox
-from incidentbot.db import transaction
+from incidentbot.db import session_factory, transaction
 from incidentbot.models import InboxJob, utcnow
 from incidentbot.slack import blocks
+from incidentbot.worker import InboxWorker, worker_name
 from tests.conftest import ALICE, BOT_TOKEN, CAROL, SIGNING_SECRET, RunningBot
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -48,8 +49,9 @@ def test_acknowledged_declaration_waits_in_the_inbox_until_a_worker_runs(
     response = running.driver.command("declare Disk full on db-3", user_id=ALICE,
                                       channel_id="CGENERAL")
     assert response.status == 200
-    [job] = jobs(running)
-    assert job.done_at is None and job.attempts == 0
+    [job] = jobs(running)  # stored claimed by the serving process's own worker
+    assert job.done_at is None and job.attempts == 1
+    assert job.claimed_by == running.bot.inbox.name
     assert "Disk+full+on+db-3" in job.body and job.content_type.startswith(
         "application/x-www-form-urlencoded")
     assert not running.fake.calls_to("conversations.create")
@@ -67,8 +69,9 @@ def test_a_lapsed_claim_is_taken_again(running: RunningBot) -> None:
     assert running.bot.inbox is not None
     running.bot.inbox.stop()
     running.driver.command("declare Checkout errors", user_id=ALICE, channel_id="CGENERAL")
-    with transaction(running.bot.flows.sessions) as session:
-        [claimed] = inbox.claim(session, "dead-worker:1", utcnow(), limit=10)
+    with transaction(running.bot.flows.sessions) as session:  # stored for a worker now dead
+        session.execute(update(InboxJob).values(claimed_by="dead-worker:1"))
+    [claimed] = jobs(running)
     with transaction(running.bot.flows.sessions) as session:  # held: nobody else takes it
         assert inbox.claim(session, "other:2", utcnow(), limit=10) == []
         session.execute(update(InboxJob).values(  # ... until its lease lapses
@@ -86,9 +89,9 @@ def test_claims_of_a_dead_worker_on_this_host_are_taken_back_at_start(
     assert running.bot.inbox is not None
     running.bot.inbox.stop()
     running.driver.command("declare Queue stuck", user_id=ALICE, channel_id="CGENERAL")
-    gone = f"{socket.gethostname()}:{2**22 + 1}"  # above Linux's largest pid: not running
+    gone = f"{socket.gethostname()}:{2**22 + 1}/0"  # above Linux's largest pid: not running
     with transaction(running.bot.flows.sessions) as session:
-        assert len(inbox.claim(session, gone, utcnow(), limit=10)) == 1
+        session.execute(update(InboxJob).values(claimed_by=gone))
 
     running.bot.inbox.start()
     eventually(lambda: channel_named(running.fake, "queue-stuck"), timeout=5)
@@ -146,6 +149,51 @@ def test_two_workers_never_claim_the_same_job(engine: object) -> None:
         thread.join(timeout=30)
     everything = taken["a"] + taken["b"]
     assert len(everything) == 60 and len(set(everything)) == 60
+
+
+def test_a_worker_takes_the_jobs_stored_for_it_by_reading(running: RunningBot) -> None:
+    """The serving process stores each job claimed by its own worker, which takes it with a
+    read and marks finished jobs done together: on SQLite every write of the worker is one
+    the next answer to Slack may queue behind."""
+    assert running.bot.inbox is not None
+    inbox_writes: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE INBOX"):
+            inbox_writes.append(statement)
+
+    event.listen(running.bot.engine, "before_cursor_execute", record)
+    try:
+        for title in ("Disk full", "Queue stuck", "Search slow", "Mail delayed"):
+            running.driver.command(f"declare {title}", user_id=ALICE, channel_id="CGENERAL")
+        eventually(lambda: len([j for j in jobs(running) if j.done_at is not None]) == 4)
+    finally:
+        event.remove(running.bot.engine, "before_cursor_execute", record)
+    assert {j.attempts for j in jobs(running)} == {1}
+    assert not [w for w in inbox_writes if "claimed_by" in w]  # no claim
+    assert 1 <= len(inbox_writes) < 4  # done marks, batched
+
+
+def test_a_replacement_worker_runs_what_its_predecessor_left_once_more(engine: Engine) -> None:
+    """Jobs stored for a worker process that died are taken back by the one started in its
+    place (same name): run again, with one more attempt counted, and marked done."""
+    sessions = session_factory(engine)
+    name = worker_name(os.getpid(), 0)
+    with transaction(sessions) as session:
+        session.execute(InboxJob.__table__.insert(), [
+            inbox.job_row(f"sig-{i}", f"body {i}", "application/json", utcnow(), name)
+            for i in range(3)])
+    ran: list[tuple[int, int]] = []
+    worker = InboxWorker(sessions, lambda job: ran.append((job.id, job.attempts)),
+                         threading.Event(), threads=2, name=name)
+    worker.start()
+    try:
+        eventually(lambda: len(ran) == 3)
+    finally:
+        worker.stop()
+    assert sorted(attempts for _, attempts in ran) == [2, 2, 2]
+    with transaction(sessions) as session:
+        assert all(job.done_at for job in session.scalars(select(InboxJob)))
 
 
 def children_of(pid: int) -> list[int]:
