@@ -28,8 +28,10 @@ def fresh_database(kind: str, workdir: Path, pg_url: str = PG_URL) -> Iterator[s
         try:
             yield url
         finally:
-            for suffix in ("", "-wal", "-shm", ".writers"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            inbox = path.with_name(f"{path.stem}-inbox{path.suffix}")  # inbox.own_file_url
+            for file in (path, inbox):
+                for suffix in ("", "-wal", "-shm", ".writers"):
+                    Path(f"{file}{suffix}").unlink(missing_ok=True)
         return
     admin = create_engine(normalize_url(pg_url), isolation_level="AUTOCOMMIT")
     schema = f"bench_{uuid.uuid4().hex[:10]}"

@@ -1,5 +1,11 @@
 """The inbox: acknowledged requests whose work is still to do, kept in the database.
 
+On SQLite it is a database file of its own beside the bot's (`<name>-inbox.db`, the same
+schema, of which only the `inbox` table is used; see `InboxStore`): SQLite admits one writer
+per file, and an answer to Slack waiting to store its request must not queue behind the
+worker's writes of a declaration (an incident, its roles, timeline and reminders). On
+PostgreSQL, which locks rows, it is a table of the bot's database.
+
 The serving process stores a request here before Slack gets its answer (one insert, through
 `GroupCommit`, which is also that request's replay check); a worker claims it, replays it
 and marks it done. A serving process with a single worker stores each job already claimed
@@ -13,14 +19,21 @@ at.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
+from incidentbot.db import create_db_engine, migrate, normalize_url, session_factory, transaction
+from incidentbot.group_commit import GroupCommit
 from incidentbot.models import InboxJob
+
+log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 3
@@ -119,3 +132,66 @@ def prune(session: Session, now: datetime) -> int:
         or_(InboxJob.done_at.is_not(None), InboxJob.attempts >= MAX_ATTEMPTS)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+
+
+def own_file_url(database_url: str) -> str | None:
+    """The inbox's own SQLite file beside an SQLite database file (`x.db` -> `x-inbox.db`);
+    None for PostgreSQL and in-memory SQLite, where the inbox is a table of the database."""
+    url = make_url(normalize_url(database_url))
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or \
+            url.query.get("mode") == "memory":
+        return None
+    path = Path(database)
+    return url.set(database=str(path.with_name(f"{path.stem}-inbox{path.suffix}"))) \
+        .render_as_string(hide_password=False)
+
+
+@dataclass
+class InboxStore:
+    """Where the inbox is kept: its engine, sessions and batched inserts (the bot's own
+    when the inbox is a table of the bot's database)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    writes: GroupCommit
+    own_file: bool = False
+
+    @classmethod
+    def open(cls, database_url: str, engine: Engine, writes: GroupCommit) -> InboxStore:
+        """The bot's inbox; on SQLite its own file, created (migrated) if need be, taking
+        over any rows an earlier version kept in the bot's database."""
+        url = own_file_url(database_url)
+        if url is None:
+            return cls(engine, session_factory(engine), writes)
+        own = create_db_engine(url)
+        migrate(own)
+        store = cls(own, session_factory(own), GroupCommit(own), own_file=True)
+        store.take_over(session_factory(engine))
+        return store
+
+    def take_over(self, database: sessionmaker[Session]) -> int:
+        """Move the inbox rows of the bot's database here (kept there before the inbox had a
+        file of its own). Safe to repeat: a row already here (same signature) is skipped."""
+        with transaction(database) as session:
+            rows = [{column: getattr(job, column) for column in MOVED}
+                    for job in session.scalars(select(InboxJob).order_by(InboxJob.id))]
+        if not rows:
+            return 0
+        with transaction(self.sessions) as session:
+            for row in rows:
+                session.execute(insert(InboxJob).values(row).prefix_with("OR IGNORE"))
+        with transaction(database) as session:
+            session.execute(delete(InboxJob).where(InboxJob.signature.in_(
+                [row["signature"] for row in rows])))
+        log.warning("Moved %d inbox row(s) into the inbox's own file", len(rows))
+        return len(rows)
+
+    def close(self) -> None:
+        if self.own_file:
+            self.writes.close()
+            self.engine.dispose()
+
+
+MOVED = ("signature", "body", "content_type", "received_at", "claimed_at", "claimed_by",
+         "attempts", "done_at")

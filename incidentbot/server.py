@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import App
@@ -30,7 +31,7 @@ from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
 from incidentbot.db import create_db_engine, migrate, ping, session_factory
 from incidentbot.group_commit import GroupCommit, Row
-from incidentbot.inbox import INBOX_KEY, INBOX_TABLE
+from incidentbot.inbox import INBOX_KEY, INBOX_TABLE, InboxStore
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack.alerts import AlertWorkflows
 from incidentbot.slack.app_factory import build_bolt_app
@@ -74,6 +75,7 @@ class Bot:
     app: App
     work: Executor
     priority: AckPriority
+    inbox_store: InboxStore | None = None
     inbox: InboxWorker | None = None
     role: str = "all"
     workers: WorkerProcesses | None = None
@@ -89,6 +91,8 @@ class Bot:
             self.inbox.stop()  # finish what was claimed
         self.work.shutdown(wait=True)  # and what runs here
         self.reminders.shutdown()
+        if self.inbox_store is not None:
+            self.inbox_store.close()
         self.flows.writes.close()
         self.engine.dispose()
         if self.workers is not None:  # last: they finish what this process stored
@@ -159,11 +163,12 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
                               replaying=True)
 
     worker = worker or (worker_name() if role == "all" else None)
+    store = InboxStore.open(settings.database_url, engine, flows.writes)
     if role == "worker":
         work: Executor = local
         app = replaying_app()
     else:
-        work = Handoff(local, store=lambda *job: _store(flows, wake, worker, *job),
+        work = Handoff(local, store=lambda *job: _store(store, flows.clock, wake, worker, *job),
                        remember=flows.remember_request)
         app = build_bolt_app(settings, flows, response, closing, paging, work)
     inbox_worker = None
@@ -171,22 +176,21 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         threading.Thread(target=flows.refresh_recent_cards, name="card-refresh",
                          daemon=True).start()
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
-        inbox_worker = InboxWorker(flows.sessions, replay, wake, threads=settings.work_threads,
+        inbox_worker = InboxWorker(store.sessions, replay, wake, threads=settings.work_threads,
                                    clock=flows.clock, initializer=priority.mark_background,
                                    name=worker)
         inbox_worker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
-               priority=priority, inbox=inbox_worker, role=role)
+               priority=priority, inbox_store=store, inbox=inbox_worker, role=role)
 
 
-def _store(flows: IncidentWorkflows, wake: Wake, worker: str | None, signature: str,
-           body: str, content_type: str) -> bool:
+def _store(store: InboxStore, clock: Callable[[], datetime], wake: Wake, worker: str | None,
+           signature: str, body: str, content_type: str) -> bool:
     """Store a request in the inbox (False: stored before, a replay), claimed by `worker`,
     and wake a worker."""
-    fresh = flows.writes.insert(Row(
-        INBOX_TABLE, inbox.job_row(signature, body, content_type, flows.clock(), worker),
-        INBOX_KEY))
+    fresh = store.writes.insert(Row(
+        INBOX_TABLE, inbox.job_row(signature, body, content_type, clock(), worker), INBOX_KEY))
     if fresh:
         wake.set()
     return fresh

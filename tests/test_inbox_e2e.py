@@ -10,10 +10,12 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, event, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from incidentbot import inbox
-from incidentbot.db import session_factory, transaction
+from incidentbot.db import create_db_engine, session_factory, transaction
+from incidentbot.group_commit import GroupCommit
 from incidentbot.models import InboxJob, utcnow
 from incidentbot.slack import blocks
 from incidentbot.worker import InboxWorker, worker_name
@@ -26,8 +28,14 @@ from tests.test_declare_e2e import declare, stored_incident
 
 
 def jobs(running: RunningBot) -> list[InboxJob]:
-    with running.session() as session:
+    assert running.bot.inbox_store is not None
+    with Session(running.bot.inbox_store.engine) as session:
         return list(session.scalars(select(InboxJob).order_by(InboxJob.id)))
+
+
+def inbox_sessions(running: RunningBot) -> sessionmaker[Session]:
+    assert running.bot.inbox_store is not None
+    return running.bot.inbox_store.sessions
 
 
 def direct_messages(fake: FakeSlack, user: str) -> list[dict[str, object]]:
@@ -69,10 +77,10 @@ def test_a_lapsed_claim_is_taken_again(running: RunningBot) -> None:
     assert running.bot.inbox is not None
     running.bot.inbox.stop()
     running.driver.command("declare Checkout errors", user_id=ALICE, channel_id="CGENERAL")
-    with transaction(running.bot.flows.sessions) as session:  # stored for a worker now dead
+    with transaction(inbox_sessions(running)) as session:  # stored for a worker now dead
         session.execute(update(InboxJob).values(claimed_by="dead-worker:1"))
     [claimed] = jobs(running)
-    with transaction(running.bot.flows.sessions) as session:  # held: nobody else takes it
+    with transaction(inbox_sessions(running)) as session:  # held: nobody else takes it
         assert inbox.claim(session, "other:2", utcnow(), limit=10) == []
         session.execute(update(InboxJob).values(  # ... until its lease lapses
             claimed_at=utcnow() - inbox.LEASE - timedelta(seconds=1)))
@@ -90,7 +98,7 @@ def test_claims_of_a_dead_worker_on_this_host_are_taken_back_at_start(
     running.bot.inbox.stop()
     running.driver.command("declare Queue stuck", user_id=ALICE, channel_id="CGENERAL")
     gone = f"{socket.gethostname()}:{2**22 + 1}/0"  # above Linux's largest pid: not running
-    with transaction(running.bot.flows.sessions) as session:
+    with transaction(inbox_sessions(running)) as session:
         session.execute(update(InboxJob).values(claimed_by=gone))
 
     running.bot.inbox.start()
@@ -162,13 +170,15 @@ def test_a_worker_takes_the_jobs_stored_for_it_by_reading(running: RunningBot) -
         if statement.lstrip().upper().startswith("UPDATE INBOX"):
             inbox_writes.append(statement)
 
-    event.listen(running.bot.engine, "before_cursor_execute", record)
+    assert running.bot.inbox_store is not None
+    inbox_engine = running.bot.inbox_store.engine
+    event.listen(inbox_engine, "before_cursor_execute", record)
     try:
         for title in ("Disk full", "Queue stuck", "Search slow", "Mail delayed"):
             running.driver.command(f"declare {title}", user_id=ALICE, channel_id="CGENERAL")
         eventually(lambda: len([j for j in jobs(running) if j.done_at is not None]) == 4)
     finally:
-        event.remove(running.bot.engine, "before_cursor_execute", record)
+        event.remove(inbox_engine, "before_cursor_execute", record)
     assert {j.attempts for j in jobs(running)} == {1}
     assert not [w for w in inbox_writes if "claimed_by" in w]  # no claim
     assert 1 <= len(inbox_writes) < 4  # done marks, batched
@@ -194,6 +204,58 @@ def test_a_replacement_worker_runs_what_its_predecessor_left_once_more(engine: E
     assert sorted(attempts for _, attempts in ran) == [2, 2, 2]
     with transaction(sessions) as session:
         assert all(job.done_at for job in session.scalars(select(InboxJob)))
+
+
+def test_a_declaration_is_acknowledged_while_the_database_is_locked_for_writing(
+        running: RunningBot) -> None:
+    """The inbox does not share the database's write lock (on SQLite a file of its own, on
+    PostgreSQL a table of its own): while another connection holds the database's write lock
+    (the worker's writes of a declaration, say), Slack still gets its answer; the incident
+    is declared once the lock is released."""
+    answered: list[int] = []
+    locker = create_db_engine(str(running.bot.engine.url.render_as_string(
+        hide_password=False))).connect()
+    try:
+        if locker.dialect.name == "sqlite":
+            locker.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite: no other writer on the file
+        else:
+            locker.begin()
+            locker.execute(text("LOCK TABLE incidents, timeline_events IN EXCLUSIVE MODE"))
+        sender = threading.Thread(target=lambda: answered.append(running.driver.command(
+            "declare Locked out", user_id=ALICE, channel_id="CGENERAL").status))
+        sender.start()
+        sender.join(timeout=20)  # the lock is held until the answer comes (or 20 s pass)
+        assert answered == [200]
+        assert [job for job in jobs(running) if "Locked+out" in job.body]  # stored, not run
+        assert not channel_named(running.fake, "locked-out")
+    finally:
+        locker.rollback()
+        locker.close()
+    eventually(lambda: channel_named(running.fake, "locked-out"), timeout=20)
+
+
+def test_the_inbox_of_an_sqlite_database_moves_to_a_file_of_its_own(
+        database_url: str, engine: Engine) -> None:
+    """Rows an earlier version kept in the bot's SQLite database move into the inbox's own
+    file when the bot starts (once); on PostgreSQL the inbox stays a table of the database."""
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        session.execute(InboxJob.__table__.insert(), [
+            inbox.job_row("sig-kept", "pending", "application/json", utcnow())])
+    store = inbox.InboxStore.open(database_url, engine, GroupCommit(engine))
+    try:
+        with transaction(store.sessions) as session:
+            [job] = session.scalars(select(InboxJob)).all()
+        assert job.signature == "sig-kept" and job.body == "pending" and job.done_at is None
+        if engine.dialect.name == "postgresql":
+            assert store.engine is engine
+            return
+        assert store.own_file and store.engine.url.database.endswith("-inbox.db")
+        with transaction(sessions) as session:
+            assert session.scalars(select(InboxJob)).all() == []
+        assert store.take_over(sessions) == 0
+    finally:
+        store.close()
 
 
 def children_of(pid: int) -> list[int]:
