@@ -14,9 +14,11 @@ import argparse
 import contextlib
 import cProfile
 import io
+import itertools
 import logging
 import pstats
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from bench import load, seed
 from bench.botproc import build_baseline
 from incidentbot.config import Settings, load_settings
 from incidentbot.server import WsgiApp, create_bot
+from incidentbot.slack.blocks import ASSIGN_ROLE
 from tests.fakeslack import FakeSlack
 
 SECRET = "bench-hot-secret"
@@ -55,14 +58,32 @@ def _ok(status: str, _headers: list[tuple[str, str]]) -> None:
         raise RuntimeError(f"answered {status}")
 
 
-def per_event_us(app: Wsgi, channels: Sequence[str], count: int) -> float:
-    """Microseconds per message event, sent one after another."""
-    environs = [environ_for(load.message_event(channels[i % len(channels)], USER, f"m {i}"))
-                for i in range(count)]
+def per_event_us(app: Wsgi, channels: Sequence[str], count: int,
+                 kind: str = "message") -> float:
+    """Microseconds per request (a message event, or a card button click), one after
+    another."""
+    make = _click if kind == "click" else _message
+    environs = [environ_for(make(channels[i % len(channels)], i)) for i in range(count)]
     started = time.perf_counter()
     for environ in environs:
         b"".join(app(environ, _ok))
     return (time.perf_counter() - started) / count * 1e6
+
+
+def _message(channel: str, index: int) -> load.Request:
+    return load.message_event(channel, USER, f"m {index}")
+
+
+_clicks = itertools.count()
+
+
+def _click(channel: str, _index: int) -> load.Request:
+    """A card button click (its work, opening a modal, is stored and left to a worker)."""
+    n = next(_clicks)
+    return load.button_click(ASSIGN_ROLE, "1", channel_id=channel,
+                             message_ts="1700000000.000001", user_id=USER,
+                             trigger_id=f"hot-trigger-{n}",
+                             response_url=f"https://hooks.slack.test/hot/{n}")
 
 
 def settings_for(url: str, fake: FakeSlack) -> Settings:
@@ -77,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--kind", choices=("message", "click"), default="message",
+                        help="click: the bot stores each click's work in the inbox for a "
+                             "worker process, as app.py's serving process does")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with contextlib.ExitStack() as stack:
@@ -89,25 +113,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed.seed_incidents(url, channels, ic=USER, due_at=[None] * CHANNELS)
         ids = [channel["id"] for channel in channels]
         settings = settings_for(url, fake)
-        bot = create_bot(settings)
+        # a serving process whose worker is elsewhere (no worker runs here)
+        bot = create_bot(settings, role="front", wake=threading.Event(), worker="hot:0/0")
         stack.callback(bot.close)
         app = WsgiApp(bot)
-        per_event_us(app, ids, 200)  # warm: caches, prepared statements
+        per_event_us(app, ids, 200, args.kind)  # warm: caches, prepared statements
         if args.profile:
             profile = cProfile.Profile()
-            profile.runcall(per_event_us, app, ids, args.events)
+            profile.runcall(per_event_us, app, ids, args.events, args.kind)
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
             return 0
-        bot_us = min(per_event_us(app, ids, args.events) for _ in range(3))
+        bot_us = min(per_event_us(app, ids, args.events, args.kind) for _ in range(3))
         server, _close = build_baseline(settings)
         stack.callback(server.close)
         baseline = server.application
-        per_event_us(baseline, ids, 200)
-        base_us = min(per_event_us(baseline, ids, args.events) for _ in range(3))
-    print(f"| target ({args.database}) | µs per message event | ratio |")
+        per_event_us(baseline, ids, 200, args.kind)
+        base_us = min(per_event_us(baseline, ids, args.events, args.kind) for _ in range(3))
+    what = {"message": ("message event", "message stored before the answer"),
+            "click": ("card button click", "click's work stored in the inbox")}[args.kind]
+    print(f"| target ({args.database}) | µs per {what[0]} | ratio |")
     print("|---|---:|---:|")
     print(f"| baseline (Bolt, ack only) | {base_us:.0f} | 1.00 |")
-    print(f"| bot (message stored before the answer) | {bot_us:.0f} | {bot_us / base_us:.2f} |")
+    print(f"| bot ({what[1]}) | {bot_us:.0f} | {bot_us / base_us:.2f} |")
     return 0
 
 

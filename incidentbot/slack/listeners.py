@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from datetime import date
 from typing import Any
@@ -76,33 +77,55 @@ def register(
     stores it for a worker). A worker's app is `replaying` requests already admitted.
 
     Bolt tries listeners in the order registered, so the busiest come first: channel
-    messages, then the slash command, then buttons and forms.
+    messages, then the slash command, then buttons and forms. Every listener Bolt tries
+    costs a matcher call that builds all of its injectable arguments (tens of µs), so there
+    is one listener per kind of request, dispatching on the button's `action_id` or the
+    form's `callback_id`: a click is matched at the fourth try rather than the ninth.
     """
     listeners = Listeners(flows, response, closing, paging, work)
     if not replaying:
         app.middleware(Admission(listeners.admit))
     app.event("message")(listeners.on_message)
     app.command("/incident")(listeners.on_command)
-    for event in ("reaction_added", "reaction_removed", "member_joined_channel"):
-        app.event(event)(listeners.on_other_event)
-    app.action(blocks.POST_UPDATE)(listeners.on_update_button)
-    app.action(blocks.REMINDER_POST_UPDATE)(listeners.on_update_button)
-    app.action(blocks.REMINDER_SNOOZE)(listeners.on_snooze)
-    app.action(blocks.ASSIGN_ROLE)(listeners.on_card_button)
-    app.action(blocks.CHANGE_SEVERITY)(listeners.on_card_button)
-    app.action(blocks.CHANGE_STATUS)(listeners.on_card_button)
-    app.action(blocks.RESOLVE)(listeners.on_resolve_button)
-    app.action(blocks.ADD_ACTION)(listeners.on_add_action_button)
-    app.action(blocks.ACTION_DONE)(listeners.on_action_done)
-    app.action(blocks.PAGE_ACK)(listeners.on_page_ack)
-    app.action(blocks.CRITERIA)(listeners.on_criteria_ticked)
-    app.view(blocks.UPDATE_VIEW)(listeners.on_update_submitted)
-    app.view(blocks.DECLARE_VIEW)(listeners.on_declare_submitted)
-    app.view(blocks.ROLE_VIEW)(listeners.on_role_submitted)
-    app.view(blocks.SEVERITY_VIEW)(listeners.on_severity_submitted)
-    app.view(blocks.STATUS_VIEW)(listeners.on_status_submitted)
-    app.view(blocks.RESOLVE_VIEW)(listeners.on_resolve_submitted)
-    app.view(blocks.ACTION_VIEW)(listeners.on_action_submitted)
+    app.event(one_of(OTHER_EVENTS))(listeners.on_other_event)
+    buttons: dict[str, Callable[[Ack, dict[str, Any], dict[str, Any]], None]] = {
+        blocks.POST_UPDATE: listeners.on_update_button,
+        blocks.REMINDER_POST_UPDATE: listeners.on_update_button,
+        blocks.REMINDER_SNOOZE: listeners.on_snooze,
+        blocks.ASSIGN_ROLE: listeners.on_card_button,
+        blocks.CHANGE_SEVERITY: listeners.on_card_button,
+        blocks.CHANGE_STATUS: listeners.on_card_button,
+        blocks.RESOLVE: listeners.on_resolve_button,
+        blocks.ADD_ACTION: listeners.on_add_action_button,
+        blocks.ACTION_DONE: listeners.on_action_done,
+        blocks.PAGE_ACK: listeners.on_page_ack,
+        blocks.CRITERIA: lambda ack, body, _action: listeners.on_criteria_ticked(ack, body),
+    }
+    forms: dict[str, Callable[[Ack, dict[str, Any], dict[str, Any]], None]] = {
+        blocks.UPDATE_VIEW: listeners.on_update_submitted,
+        blocks.DECLARE_VIEW: listeners.on_declare_submitted,
+        blocks.ROLE_VIEW: listeners.on_role_submitted,
+        blocks.SEVERITY_VIEW: listeners.on_severity_submitted,
+        blocks.STATUS_VIEW: listeners.on_status_submitted,
+        blocks.RESOLVE_VIEW: listeners.on_resolve_submitted,
+        blocks.ACTION_VIEW: listeners.on_action_submitted,
+    }
+
+    @app.action(one_of(buttons))
+    def on_button(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        buttons[action["action_id"]](ack, body, action)
+
+    @app.view(one_of(forms))
+    def on_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        forms[view["callback_id"]](ack, body, view)
+
+
+OTHER_EVENTS = ("reaction_added", "reaction_removed", "member_joined_channel")
+
+
+def one_of(names: Iterable[str]) -> re.Pattern[str]:
+    """A Bolt constraint matching exactly these names."""
+    return re.compile("^(?:" + "|".join(re.escape(name) for name in names) + ")$")
 
 
 class Admission(Middleware):
