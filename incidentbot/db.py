@@ -35,11 +35,20 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S,
                                                   "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        database = engine.url.database
-        on_disk = bool(database) and database != ":memory:" and "mode=memory" not in url
-        WriterTurns(SQLITE_BUSY_S, f"{database}.writers" if on_disk else None).attach(engine)
+        database = sqlite_file(url)
+        WriterTurns(SQLITE_BUSY_S, f"{database}.writers" if database else None).attach(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of an SQLite URL; None for in-memory SQLite and other databases."""
+    parsed = make_url(normalize_url(url))
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or \
+            "mode=memory" in url:
+        return None
+    return database
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

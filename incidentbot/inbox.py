@@ -29,7 +29,14 @@ from sqlalchemy import Engine, delete, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from incidentbot.db import create_db_engine, migrate, normalize_url, session_factory, transaction
+from incidentbot.db import (
+    create_db_engine,
+    migrate,
+    normalize_url,
+    session_factory,
+    sqlite_file,
+    transaction,
+)
 from incidentbot.group_commit import GroupCommit
 from incidentbot.models import InboxJob
 
@@ -40,6 +47,7 @@ MAX_ATTEMPTS = 3
 KEEP_DONE = timedelta(minutes=10)  # as long as the replay window (`security.REPLAY_WINDOW`)
 INBOX_KEY = ("signature",)
 INBOX_TABLE = InboxJob.__table__
+MOVED = tuple(column.name for column in INBOX_TABLE.c if column.name != "id")  # `take_over`
 
 
 @dataclass(frozen=True)
@@ -133,18 +141,16 @@ def prune(session: Session, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-
 def own_file_url(database_url: str) -> str | None:
     """The inbox's own SQLite file beside an SQLite database file (`x.db` -> `x-inbox.db`);
     None for PostgreSQL and in-memory SQLite, where the inbox is a table of the database."""
-    url = make_url(normalize_url(database_url))
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or \
-            url.query.get("mode") == "memory":
+    database = sqlite_file(database_url)
+    if database is None:
         return None
     path = Path(database)
-    return url.set(database=str(path.with_name(f"{path.stem}-inbox{path.suffix}"))) \
-        .render_as_string(hide_password=False)
+    return make_url(normalize_url(database_url)).set(
+        database=str(path.with_name(f"{path.stem}-inbox{path.suffix}"))
+    ).render_as_string(hide_password=False)
 
 
 @dataclass
@@ -192,6 +198,3 @@ class InboxStore:
             self.writes.close()
             self.engine.dispose()
 
-
-MOVED = ("signature", "body", "content_type", "received_at", "claimed_at", "claimed_by",
-         "attempts", "done_at")

@@ -75,7 +75,7 @@ class Bot:
     app: App
     work: Executor
     priority: AckPriority
-    inbox_store: InboxStore | None = None
+    inbox_store: InboxStore
     inbox: InboxWorker | None = None
     role: str = "all"
     workers: WorkerProcesses | None = None
@@ -91,8 +91,7 @@ class Bot:
             self.inbox.stop()  # finish what was claimed
         self.work.shutdown(wait=True)  # and what runs here
         self.reminders.shutdown()
-        if self.inbox_store is not None:
-            self.inbox_store.close()
+        self.inbox_store.close()
         self.flows.writes.close()
         self.engine.dispose()
         if self.workers is not None:  # last: they finish what this process stored

@@ -137,13 +137,10 @@ class InboxWorker:
         """Claims held by a worker of this host that is no longer running (killed with the
         server it ran beside, say) are given back now rather than after their lease; with
         `own`, so are those under this worker's name (left by the process it replaces)."""
-        host = f"{socket.gethostname()}:"
         try:
             with transaction(self._sessions) as session:
                 for claimer in inbox.claimers(session):
-                    pid = claimer.removeprefix(host).split("/")[0]
-                    if (own and claimer == self.name) or (claimer.startswith(host) and pid.isdigit()
-                                and not _running(int(pid))):
+                    if (own and claimer == self.name) or _gone(claimer):
                         released = inbox.release(session, claimer)
                         log.warning("Took back %d job(s) from worker %s, which is gone",
                                     released, claimer)
@@ -207,6 +204,13 @@ class InboxWorker:
                 inbox.prune(session, self._clock())
         except SQLAlchemyError as exc:
             log.warning("Inbox not pruned: %s", type(exc).__name__)
+
+
+def _gone(claimer: str) -> bool:
+    """A worker of this host (`worker_name`) whose serving process no longer runs."""
+    host, _, rest = claimer.partition(":")
+    pid = rest.split("/")[0]
+    return host == socket.gethostname() and pid.isdigit() and not _running(int(pid))
 
 
 def _running(pid: int) -> bool:
