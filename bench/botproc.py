@@ -27,7 +27,7 @@ from typing import Any
 from incidentbot.config import Settings, load_settings
 
 STARTED = time.time()
-STATS: dict[str, Any] = {"started": STARTED, "plan_all": [], "fires": {}}
+STATS: dict[str, Any] = {"started": STARTED, "plan_all": [], "fires": {}, "app_s": []}
 LOCK = threading.Lock()
 
 
@@ -111,10 +111,32 @@ def build_baseline(settings: Settings, *, deferred: bool = False) -> tuple[Any, 
     return server, lambda: None
 
 
+def time_application(server: Any) -> None:
+    """Record how long the WSGI application takes per request (from waitress handing it the
+    request to the application returning its answer): the time inside the process, to set
+    against the latency the load generator sees on the wire. `GET /app` returns and clears
+    them."""
+    application = server.application
+
+    def timed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        try:
+            return application(environ, start_response)
+        finally:
+            STATS["app_s"].append(time.perf_counter() - started)
+
+    server.application = timed
+
+
 class _Stats(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         with LOCK:
-            body = json.dumps({**STATS, "rss_kib": rss_kib(), "pid": os.getpid()}).encode()
+            if self.path == "/app":
+                body = json.dumps({"app_s": STATS["app_s"]}).encode()
+                STATS["app_s"] = []
+            else:
+                body = json.dumps({**STATS, "app_s": None, "rss_kib": rss_kib(),
+                                   "pid": os.getpid()}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -136,6 +158,7 @@ def main(argv: list[str]) -> int:
         server, close = build_bot(settings)
     else:
         server, close = build_baseline(settings, deferred=kind == "bolt-default")
+    time_application(server)
     import signal
 
     def stop(_signum: int, _frame: object) -> None:

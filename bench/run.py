@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import platform
 import signal
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ KIND_LABELS = {
     "message": "`message` event",
 }
 MODAL_KINDS = ("update", "click")  # their work is opening a modal with the request's trigger
-RATES = (20, 100, 300)
+RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "20,100,300").split(","))
+ACK_TARGETS = tuple(os.environ.get("BENCH_TARGETS", "baseline,bot").split(","))
 SECTIONS = ("ack", "ingest", "reminders", "postmortem", "memory")
 MiB = 1024
 PY_SPY_DIR: Path | None = None  # --py-spy: record each bot process's stacks there
@@ -93,7 +95,7 @@ class Profile:
     postmortem_events: int
 
 
-FULL = Profile(phase_s=6.0, drain_cap_s=30.0, ingest=(50, 200), ingest_concurrency=16,
+FULL = Profile(phase_s=15.0, drain_cap_s=30.0, ingest=(50, 200), ingest_concurrency=16,
                reminders=10_000, reminders_due=600, reminder_window_s=30.0,
                reminder_wait_s=150.0, at_rest=1_000,
                postmortem_events=20_000)
@@ -218,6 +220,10 @@ class Target:
 
     def stats(self) -> dict[str, Any]:
         return _http_json(self.stats_port, "GET", "/")
+
+    def app_ms(self) -> list[float]:
+        """Time inside the WSGI application per request since the last call, in ms."""
+        return [s * 1000 for s in _http_json(self.stats_port, "GET", "/app")["app_s"]]
 
     def rss_mib(self) -> float:
         """The process and its children (the bot's worker processes)."""
@@ -372,48 +378,74 @@ def summarize(result: load.PhaseResult) -> dict[str, Any]:
             "elapsed_s": result.elapsed_s, "max_send_slip_ms": result.max_slip_s * 1000}
 
 
+@dataclass
+class AckTarget:
+    """A process under test in the ack section, with the incidents seeded for it."""
+
+    kind: str
+    target: Target
+    seeded: Seeded
+    url: str
+
+
+def start_ack_target(kind: str, fake: Fake, workdir: Path, stack: contextlib.ExitStack,
+                     out: dict[str, Any]) -> AckTarget:
+    url = stack.enter_context(seed.fresh_database(ACK_DATABASE, workdir))
+    channels = fake.channels(f"ack-{kind}", 20)
+    due = datetime.now(UTC) + timedelta(days=1)
+    ids = seed.seed_incidents(url, channels, ic=USER, due_at=[due] * len(channels))
+    target = start_target(kind, fake, url, workdir)
+    out.setdefault("rss_after_start_mib", {})[kind] = target.rss_mib()
+    return AckTarget(kind, target, Seeded(ids, channels), url)
+
+
 def section_ack(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
-    """Open-loop ack latency per request kind and offered load: baseline, the baseline with
-    Bolt's default mode (reference), and the bot."""
-    out: dict[str, Any] = {"phase_s": profile.phase_s, "rates": list(RATES), "results": {},
+    """Open-loop ack latency per request kind and offered load, for the baseline and the bot
+    (and, with `BENCH_TARGETS`, the baseline in Bolt's default mode). Every target runs from
+    the start, idle but for its own phases, which alternate: each phase of the bot follows
+    the baseline's at the same kind and rate, so that the two are measured a few seconds
+    apart rather than minutes (this machine's background load drifts)."""
+    out: dict[str, Any] = {"phase_s": profile.phase_s, "rates": list(RATES),
+                           "results": {kind: {} for kind in ACK_TARGETS},
                            "database": ACK_DATABASE,
                            "worker_processes": os.environ.get("WORKER_PROCESSES", "default")}
-    for kind_of_target in ("baseline", "bolt-default", "bot"):
-        results: dict[str, Any] = {}
-        with seed.fresh_database(ACK_DATABASE, workdir) as url:
-            channels = fake.channels(f"ack-{kind_of_target}", 20)
-            due = datetime.now(UTC) + timedelta(days=1)
-            ids = seed.seed_incidents(url, channels, ic=USER, due_at=[due] * len(channels))
-            seeded = Seeded(ids, channels)
-            target = start_target(kind_of_target, fake, url, workdir)
-            out.setdefault("rss_after_start_mib", {})[kind_of_target] = target.rss_mib()
-            try:
-                for kind in KINDS:
-                    warm, _ = build_requests(kind, 10, seeded, fake, f"{kind_of_target}-warm")
-                    load.closed_loop(target.port, SECRET, warm, concurrency=1)
-                    fake.drain(profile.drain_cap_s)
-                    for rate in RATES:
-                        count = max(10, int(rate * profile.phase_s))
-                        tag = f"{kind_of_target}-{rate}"
-                        requests, triggers = build_requests(kind, count, seeded, fake, tag)
-                        log(f"ack: {kind_of_target} {kind} at {rate}/s ({count} requests)")
-                        result = load.open_loop(target.port, SECRET, requests, rate)
-                        summary = summarize(result)
-                        drained = fake.drain(profile.drain_cap_s)
-                        summary["drain_s"] = drained
-                        if kind in MODAL_KINDS and kind_of_target == "bot":
-                            summary |= modal_times(result, triggers, fake.opened(triggers))
-                        if drained is None:  # a backlog would spoil the next phase
-                            log(f"ack: {kind_of_target} still busy after "
-                                f"{profile.drain_cap_s:.0f}s; restarting it")
-                            target.stop()
-                            target = start_target(kind_of_target, fake, url, workdir)
-                            summary["restarted_after"] = True
-                        results[f"{kind}@{rate}"] = summary
-            finally:
-                target.stop()
-        out["results"][kind_of_target] = results
+    with contextlib.ExitStack() as stack:
+        targets = [start_ack_target(kind, fake, workdir, stack, out) for kind in ACK_TARGETS]
+        stack.callback(lambda: [t.target.stop() for t in targets])
+        for kind in KINDS:
+            for t in targets:
+                warm, _ = build_requests(kind, 10, t.seeded, fake, f"{t.kind}-warm")
+                load.closed_loop(t.target.port, SECRET, warm, concurrency=1)
+                fake.drain(profile.drain_cap_s)
+            for rate in RATES:
+                for t in targets:
+                    out["results"][t.kind][f"{kind}@{rate}"] = ack_phase(
+                        t, kind, rate, profile, fake, workdir)
     return out
+
+
+def ack_phase(t: AckTarget, kind: str, rate: int, profile: Profile, fake: Fake,
+              workdir: Path) -> dict[str, Any]:
+    """One open-loop phase against one target, then wait for its work to drain (a target
+    still busy after `drain_cap_s` is restarted, so that a backlog spoils no later phase)."""
+    count = max(10, int(rate * profile.phase_s))
+    requests, triggers = build_requests(kind, count, t.seeded, fake, f"{t.kind}-{rate}")
+    log(f"ack: {t.kind} {kind} at {rate}/s ({count} requests)")
+    t.target.app_ms()
+    result = load.open_loop(t.target.port, SECRET, requests, rate)
+    inside = t.target.app_ms()
+    summary = summarize(result) | {"app_p50_ms": pct(inside, 50),
+                                   "app_p99_ms": pct(inside, 99)}
+    drained = fake.drain(profile.drain_cap_s)
+    summary["drain_s"] = drained
+    if kind in MODAL_KINDS and t.kind == "bot":
+        summary |= modal_times(result, triggers, fake.opened(triggers))
+    if drained is None:
+        log(f"ack: {t.kind} still busy after {profile.drain_cap_s:.0f}s; restarting it")
+        t.target.stop()
+        t.target = start_target(t.kind, fake, t.url, workdir)
+        summary["restarted_after"] = True
+    return summary
 
 
 def ack_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -434,23 +466,27 @@ def ack_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def table_ack(data: dict[str, Any]) -> str:
-    lines = ["| request | load | bot p50 | bot p99 | bot max | base p50 | base p99 | base max "
-             "| p99 bot/base | Bolt default p99 | bot 200s/sent | bot drain "
-             "| target (100/s: p99 ≤ 1.5× base, < 100 ms) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | --- |"]
+    with_default = "bolt-default" in data["results"]
+    heads = ["request", "load", "bot p50", "bot p99", "bot max", "base p50", "base p99",
+             "base max", "p99 bot/base", "in-app p99 bot / base",
+             *(["Bolt default p99"] if with_default else []), "bot 200s/sent", "bot drain",
+             "target (100/s: p99 ≤ 1.5× base, < 100 ms)"]
+    lines = ["| " + " | ".join(heads) + " |",
+             "| --- | " + "---: | " * (len(heads) - 2) + "--- |"]
     for row in ack_rows(data):
         bot, base = row["bot"], row["baseline"]
         drain = "—" if bot.get("drain_s") is None and not bot.get("restarted_after") else (
             f">{data.get('drain_cap_s', 0):.0f} s (restarted)" if bot.get("restarted_after")
             else f"{bot['drain_s']:.1f} s")
         verdict = "—" if row["pass"] is None else ("PASS" if row["pass"] else "MISS")
-        default = _ms(row["default"]["p99_ms"]) if row["default"] else "—"
+        default = (_ms(row["default"]["p99_ms"]) if row["default"] else "—") + " | "
         lines.append(
             f"| {KIND_LABELS[row['kind']]} | {row['rate']}/s | {_ms(bot['p50_ms'])} | "
             f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
             f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
-            f"{default} | {bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
+            f"{_ms(bot.get('app_p99_ms', math.nan))} / {_ms(base.get('app_p99_ms', math.nan))} | "
+            f"{default if with_default else ''}"
+            f"{bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -819,6 +855,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     profile = QUICK if args.quick else FULL
+    if os.environ.get("BENCH_PHASE_S"):
+        profile = replace(profile, phase_s=float(os.environ["BENCH_PHASE_S"]))
     databases = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
     if "postgresql" not in databases:
         log(f"PostgreSQL unreachable at {seed.PG_URL}; ingest runs on SQLite only")
