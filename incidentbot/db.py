@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from incidentbot.sqlite_writers import WriterTurns
@@ -18,6 +21,9 @@ from incidentbot.sqlite_writers import WriterTurns
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x1_2C1D_0001
 SQLITE_BUSY_S = 30
+CHECKPOINT_EVERY_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -28,17 +34,32 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine with the pragmas and pool settings the bot relies on."""
+def create_db_engine(url: str, *, checkpoints: bool = True) -> Engine:
+    """An engine with the pragmas and pool settings the bot relies on.
+
+    On SQLite a commit that finds the write-ahead log over 1000 pages copies it into the
+    database and syncs the file (a checkpoint), before it returns. `checkpoints=False` leaves
+    that to another process (`Checkpointer`): the serving process's commits, which answers
+    to Slack wait on, then only append to the log.
+    """
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S,
                                                   "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, checkpoints=checkpoints)
+
+        event.listen(engine, "connect", on_connect)
         database = sqlite_file(url)
         WriterTurns(SQLITE_BUSY_S, f"{database}.writers" if database else None).attach(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def engine_file(engine: Engine) -> str | None:
+    """The file of an SQLite engine's database (see `sqlite_file`)."""
+    return sqlite_file(engine.url.render_as_string(hide_password=False))
 
 
 def sqlite_file(url: str) -> str | None:
@@ -51,13 +72,52 @@ def sqlite_file(url: str) -> str | None:
     return database
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, *, checkpoints: bool) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    if not checkpoints:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
     cursor.close()
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy an SQLite database's write-ahead log into the database file. PASSIVE: it neither
+    waits for nor blocks the readers and writers of other processes. Nothing elsewhere."""
+    if engine_file(engine) is None:
+        return
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+class Checkpointer:
+    """Checkpoints SQLite databases every `interval_s`, in a thread: a worker process does it
+    for the serving process, whose engines leave it (`create_db_engine(checkpoints=False)`)."""
+
+    def __init__(self, engines: Sequence[Engine], interval_s: float = CHECKPOINT_EVERY_S) -> None:
+        self._engines = list(engines)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="checkpoints", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for engine in self._engines:
+                try:
+                    checkpoint(engine)
+                except SQLAlchemyError as exc:
+                    log.warning("Checkpoint of %s failed: %s", engine.url.database,
+                                type(exc).__name__)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

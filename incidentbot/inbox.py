@@ -164,13 +164,15 @@ class InboxStore:
     own_file: bool = False
 
     @classmethod
-    def open(cls, database_url: str, engine: Engine, writes: GroupCommit) -> InboxStore:
+    def open(cls, database_url: str, engine: Engine, writes: GroupCommit, *,
+             checkpoints: bool = True) -> InboxStore:
         """The bot's inbox; on SQLite its own file, created (migrated) if need be, taking
-        over any rows an earlier version kept in the bot's database."""
+        over any rows an earlier version kept in the bot's database (`checkpoints`: see
+        `create_db_engine`)."""
         url = own_file_url(database_url)
         if url is None:
             return cls(engine, session_factory(engine), writes)
-        own = create_db_engine(url)
+        own = create_db_engine(url, checkpoints=checkpoints)
         migrate(own)
         store = cls(own, session_factory(own), GroupCommit(own), own_file=True)
         store.take_over(session_factory(engine))

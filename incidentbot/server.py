@@ -29,7 +29,14 @@ from incidentbot.ack_priority import AckPriority
 from incidentbot.config import Settings
 from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
-from incidentbot.db import create_db_engine, migrate, ping, session_factory
+from incidentbot.db import (
+    Checkpointer,
+    create_db_engine,
+    engine_file,
+    migrate,
+    ping,
+    session_factory,
+)
 from incidentbot.group_commit import GroupCommit, Row
 from incidentbot.inbox import INBOX_KEY, INBOX_TABLE, InboxStore
 from incidentbot.reminders import ReminderScheduler
@@ -79,6 +86,7 @@ class Bot:
     inbox: InboxWorker | None = None
     role: str = "all"
     workers: WorkerProcesses | None = None
+    checkpointer: Checkpointer | None = None
 
     def workers_alive(self) -> bool:
         return self.workers is None or self.workers.alive()
@@ -87,6 +95,8 @@ class Bot:
         return self.workers is not None and self.workers.lead()
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if self.inbox is not None:
             self.inbox.stop()  # finish what was claimed
         self.work.shutdown(wait=True)  # and what runs here
@@ -134,7 +144,9 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    engine = create_db_engine(settings.database_url)
+    # a serving process's commits leave SQLite's checkpoints to its worker process
+    checkpoints = role != "front"
+    engine = create_db_engine(settings.database_url, checkpoints=checkpoints)
     migrate(engine)
     priority = AckPriority()
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
@@ -162,7 +174,8 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
                               replaying=True)
 
     worker = worker or (worker_name() if role == "all" else None)
-    store = InboxStore.open(settings.database_url, engine, flows.writes)
+    store = InboxStore.open(settings.database_url, engine, flows.writes,
+                            checkpoints=checkpoints)
     if role == "worker":
         work: Executor = local
         app = replaying_app()
@@ -181,7 +194,18 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         inbox_worker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
-               priority=priority, inbox_store=store, inbox=inbox_worker, role=role)
+               priority=priority, inbox_store=store, inbox=inbox_worker, role=role,
+               checkpointer=_checkpointer(role, engine, store))
+
+
+def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer | None:
+    """A worker process checkpoints the SQLite files its serving process writes."""
+    files = [e for e in dict.fromkeys((engine, store.engine)) if engine_file(e)]
+    if role != "worker" or not files:
+        return None
+    checkpointer = Checkpointer(files)
+    checkpointer.start()
+    return checkpointer
 
 
 def _store(store: InboxStore, clock: Callable[[], datetime], wake: Wake, worker: str | None,
