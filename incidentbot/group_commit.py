@@ -130,10 +130,10 @@ class _LostBeforeCommit(Exception):
 class GroupCommit:
     """Batches concurrent inserts by leader election (see the module docstring).
 
-    Each caller queues its row and takes the lock; whoever holds it writes and commits
-    every row queued so far, its own and others'. A caller whose row a previous holder
-    committed just returns. Without contention that is one plain insert in the caller's own
-    thread; under load the batch grows with the number of callers waiting.
+    Each caller queues its row and, when no other caller leads, leads: it writes and commits
+    every row queued so far, its own and others'. A caller whose row a leader committed
+    just returns. Without contention that is one plain insert in the caller's own thread;
+    under load the batch grows with the number of callers waiting.
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
@@ -142,7 +142,9 @@ class GroupCommit:
         self._turns = WriterTurns.of(engine)
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Insert] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._leading = False
+        self._lock = threading.Lock()  # the connection's: held by a leader, or by `close`
         self._connection: Any = None  # kept checked out; used under `_lock` only
 
     def insert(self, row: Row) -> bool:
@@ -153,11 +155,31 @@ class GroupCommit:
         """
         item = _Insert(row)
         self._queue.put(item)
-        while not item.done.done():
-            with self._lock:
-                if not item.done.done():
+        while self._lead_unless_done(item):
+            try:
+                with self._lock:
                     self._commit(self._take())
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
         return item.done.result()
+
+    def _lead_unless_done(self, item: _Insert) -> bool:
+        """Wait while another caller leads; then become the leader if `item` is not written.
+
+        Waiters sleep on a condition that each leader signals when its batch is answered,
+        so a caller whose row was committed returns at once. (Waiting on the leader's lock
+        instead, a caller had to win that lock just to learn its row was in: under 16
+        concurrent callers one in ten waited 8-10 ms for it on PostgreSQL.)
+        """
+        with self._changed:
+            while self._leading and not item.done.done():
+                self._changed.wait()
+            if item.done.done():
+                return False
+            self._leading = True
+            return True
 
     def _take(self) -> list[_Insert]:
         """Every queued insert, up to the batch limit."""
