@@ -479,13 +479,14 @@ def table_ack(data: dict[str, Any]) -> str:
             f">{data.get('drain_cap_s', 0):.0f} s (restarted)" if bot.get("restarted_after")
             else f"{bot['drain_s']:.1f} s")
         verdict = "—" if row["pass"] is None else ("PASS" if row["pass"] else "MISS")
-        default = (_ms(row["default"]["p99_ms"]) if row["default"] else "—") + " | "
+        default = (f"{_ms(row['default']['p99_ms']) if row['default'] else '—'} | "
+                   if with_default else "")
         lines.append(
             f"| {KIND_LABELS[row['kind']]} | {row['rate']}/s | {_ms(bot['p50_ms'])} | "
             f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
             f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
             f"{_ms(bot.get('app_p99_ms', math.nan))} / {_ms(base.get('app_p99_ms', math.nan))} | "
-            f"{default if with_default else ''}"
+            f"{default}"
             f"{bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
     return "\n".join(lines)
 

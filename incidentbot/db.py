@@ -84,10 +84,8 @@ def _sqlite_pragmas(dbapi_connection: Any, *, checkpoints: bool) -> None:
 
 
 def checkpoint(engine: Engine) -> None:
-    """Copy an SQLite database's write-ahead log into the database file. PASSIVE: it neither
-    waits for nor blocks the readers and writers of other processes. Nothing elsewhere."""
-    if engine_file(engine) is None:
-        return
+    """Copy an SQLite engine's write-ahead log into the database file. PASSIVE: it neither
+    waits for nor blocks the readers and writers of other processes."""
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -97,7 +95,7 @@ class Checkpointer:
     for the serving process, whose engines leave it (`create_db_engine(checkpoints=False)`)."""
 
     def __init__(self, engines: Sequence[Engine], interval_s: float = CHECKPOINT_EVERY_S) -> None:
-        self._engines = list(engines)
+        self._engines = list(engines)  # SQLite engines with a file
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="checkpoints", daemon=True)

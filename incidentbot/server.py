@@ -200,8 +200,10 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
 
 def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer | None:
     """A worker process checkpoints the SQLite files its serving process writes."""
+    if role != "worker":
+        return None
     files = [e for e in dict.fromkeys((engine, store.engine)) if engine_file(e)]
-    if role != "worker" or not files:
+    if not files:
         return None
     checkpointer = Checkpointer(files)
     checkpointer.start()
