@@ -48,7 +48,7 @@ from incidentbot.slack.handoff import Handoff, InlineWork, Replayer
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError
-from incidentbot.worker import InboxWorker, PipeWake, Wake, worker_name
+from incidentbot.worker import DoneMarker, DonePipe, InboxWorker, PipeWake, Wake, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class Bot:
     role: str = "all"
     workers: WorkerProcesses | None = None
     checkpointer: Checkpointer | None = None
+    done_marker: DoneMarker | None = None
 
     def workers_alive(self) -> bool:
         return self.workers is None or self.workers.alive()
@@ -100,12 +101,14 @@ class Bot:
         if self.inbox is not None:
             self.inbox.stop()  # finish what was claimed
         self.work.shutdown(wait=True)  # and what runs here
+        if self.workers is not None:  # they finish what this process stored
+            self.workers.stop()
+        if self.done_marker is not None:  # and it marks what they reported done
+            self.done_marker.stop()
         self.reminders.shutdown()
         self.inbox_store.close()
         self.flows.writes.close()
         self.engine.dispose()
-        if self.workers is not None:  # last: they finish what this process stored
-            self.workers.stop()
 
 
 def launch(settings: Settings) -> Bot:
@@ -114,7 +117,8 @@ def launch(settings: Settings) -> Bot:
     workers = WorkerProcesses(settings, worker_process_count(settings))
     if not workers.count:
         return create_bot(settings)
-    bot = create_bot(settings, role="front", wake=workers.wake, worker=workers.assignee)
+    bot = create_bot(settings, role="front", wake=workers.wake, worker=workers.assignee,
+                     done=workers.done)
     bot.workers = workers
     workers.start()
     return bot
@@ -135,12 +139,14 @@ def _take_over(
 
 
 def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = None,
-               worker: str | None = None) -> Bot:
+               worker: str | None = None, done: DonePipe | None = None) -> Bot:
     """Connect the database (applying migrations), start reminders and build the Bolt app.
 
     `wake` is set whenever a request is stored in the inbox (shared with worker processes).
     `worker` names the inbox worker: a worker process's own name, or for the serving
     process ("front") the worker its jobs are stored claimed by (None: any worker claims).
+    `done` carries the ids of jobs worker processes finished to their serving process, which
+    marks them done.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -190,12 +196,16 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
         inbox_worker = InboxWorker(store.sessions, replay, wake, threads=settings.work_threads,
                                    clock=flows.clock, initializer=priority.mark_background,
-                                   name=worker)
+                                   name=worker, report_done=done.send if done else None)
         inbox_worker.start()
+    done_marker = None
+    if role == "front" and done is not None:
+        done_marker = DoneMarker(store.sessions, done.receive, clock=flows.clock)
+        done_marker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
                priority=priority, inbox_store=store, inbox=inbox_worker, role=role,
-               checkpointer=_checkpointer(role, engine, store))
+               checkpointer=_checkpointer(role, engine, store), done_marker=done_marker)
 
 
 def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer | None:
@@ -393,6 +403,7 @@ class WorkerProcesses:
         self.count = count
         self._context = multiprocessing.get_context("spawn")
         self.wake: Wake = PipeWake(self._context)
+        self.done = DonePipe(self._context)
         # each worker's state, written by the worker: STARTING, READY or LEADING
         self._states = self._context.Array("b", max(count, 1), lock=False)
         self._processes: list[Any] = []
@@ -426,7 +437,8 @@ class WorkerProcesses:
     def _spawn(self, index: int) -> Any:
         self._states[index] = STARTING
         process = self._context.Process(target=run_worker,
-                                        args=(self._settings, self.wake, self._states, index),
+                                        args=(self._settings, self.wake, self.done,
+                                              self._states, index),
                                         name=f"incidentbot-worker-{index}", daemon=True)
         process.start()
         return process
@@ -440,7 +452,8 @@ class WorkerProcesses:
                     self._processes[index] = self._spawn(index)
 
 
-def run_worker(settings: Settings, wake: Wake, states: Any, index: int) -> None:
+def run_worker(settings: Settings, wake: Wake, done: DonePipe, states: Any,
+               index: int) -> None:
     """A worker process: the inbox worker and the scheduler, until SIGTERM or until the
     serving process that started it is gone."""
     logging.basicConfig(level=settings.log_level.upper(),
@@ -452,7 +465,8 @@ def run_worker(settings: Settings, wake: Wake, states: Any, index: int) -> None:
     die_with_parent()
     with contextlib.suppress(OSError):  # answering Slack goes first, at the CPU too
         os.nice(settings.worker_niceness)
-    bot = create_bot(settings, role="worker", wake=wake, worker=worker_name(parent, index))
+    bot = create_bot(settings, role="worker", wake=wake, worker=worker_name(parent, index),
+                     done=done)
     states[index] = LEADING if bot.reminders.is_leader else READY
     log.info("Worker process %s ready", os.getpid())
     try:

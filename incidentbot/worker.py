@@ -4,11 +4,13 @@ It runs in a worker process (`WORKER_PROCESSES`, the default) or, with none, as 
 the serving process. The serving process sets `wake` after storing a job; the worker also
 looks every `POLL_S`, for jobs whose claim lapsed or that another replica stored.
 
-In the steady state a worker only reads the inbox: a serving process with one worker stores
-its jobs already claimed by it (`inbox.assigned`), and finished jobs are marked done together
-at most every `MARK_DONE_EVERY_S`. On SQLite every write of the worker is a write the next
-answer to Slack may queue behind (one writer at a time for both processes), and a worker
-preempted at lower priority holds that turn for tens of milliseconds.
+In the steady state a worker process never writes the inbox: a serving process with one
+worker stores its jobs already claimed by it (`inbox.assigned`), and the worker hands the ids
+of finished jobs to its serving process (`DonePipe`) at most every `MARK_DONE_EVERY_S`, which
+marks them done and prunes the inbox (`DoneMarker`). On SQLite every write of the worker
+process is a write the next answer to Slack may queue behind (one writer at a time per
+file), and the CPU serves the worker after the serving process: a worker that marked its
+jobs done itself held that turn for milliseconds while declarations came in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -68,6 +71,30 @@ class PipeWake:
         return bool(self._reader.poll(timeout))
 
 
+class DonePipe:
+    """Ids of the jobs worker processes finished, on their way to the serving process.
+
+    Each message is at most `CHUNK` ids, one write of at most `PIPE_BUF` bytes, which the
+    kernel keeps whole when several worker processes write at once."""
+
+    CHUNK = 500  # 8-byte ids: 4,000 bytes and a 4-byte header, under PIPE_BUF (4,096)
+
+    def __init__(self, context: Any) -> None:
+        self._reader, self._writer = context.Pipe(duplex=False)
+
+    def send(self, job_ids: list[int]) -> None:
+        for start in range(0, len(job_ids), self.CHUNK):
+            self._writer.send_bytes(array("q", job_ids[start:start + self.CHUNK]).tobytes())
+
+    def receive(self, timeout: float | None) -> list[int]:
+        """The ids sent so far, waiting up to `timeout` for some ([] if none came)."""
+        ids = array("q")
+        if self._reader.poll(timeout):
+            while self._reader.poll(0):
+                ids.frombytes(self._reader.recv_bytes())
+        return ids.tolist()
+
+
 def worker_name(server_pid: int | None = None, index: int | None = None) -> str:
     """`host:pid` of the serving process, and `/index` for its worker process `index`: the
     name under which a worker claims jobs (its host and pid tell whether it still runs)."""
@@ -81,8 +108,13 @@ class InboxWorker:
     def __init__(self, sessions: sessionmaker[Session], run: Callable[[Job], None], wake: Wake,
                  *, threads: int, clock: Callable[[], datetime] = utcnow,
                  initializer: Callable[[], None] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None,
+                 report_done: Callable[[list[int]], None] | None = None) -> None:
+        """`report_done`: where the ids of finished jobs go (`DonePipe.send` in a worker
+        process, whose serving process marks them done and prunes); None: the worker marks
+        them done in the inbox and prunes it itself."""
         self._sessions = sessions
+        self._report_done = report_done
         self._run = run
         self._wake = wake
         self._threads = threads
@@ -154,6 +186,13 @@ class InboxWorker:
         marking = limit <= 0 or time.monotonic() >= self._next_mark
         with self._lock:
             finished, self._finished = (self._finished, []) if marking else ([], self._finished)
+        if finished and self._report_done is not None:
+            self._next_mark = time.monotonic() + MARK_DONE_EVERY_S
+            try:
+                self._report_done(finished)
+            except OSError as exc:  # the serving process is gone: they will run again
+                log.warning("Could not report %d finished job(s): %s", len(finished), exc)
+            finished = []
         if not finished and limit <= 0:
             return []
         try:
@@ -195,15 +234,63 @@ class InboxWorker:
             self._wake.set()
 
     def _prune_now_and_then(self) -> None:
-        now = time.monotonic()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_EVERY_S
+        if self._report_done is None and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            prune_inbox(self._sessions, self._clock)
+
+
+class DoneMarker:
+    """In a serving process: marks done the jobs its worker processes finished (as they
+    report them through `DonePipe`) and prunes the inbox every `PRUNE_EVERY_S`, in a thread.
+    Its writes take their turn behind the answers to Slack (`WriterTurns`)."""
+
+    def __init__(self, sessions: sessionmaker[Session], receive: Callable[[float], list[int]],
+                 *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._sessions = sessions
+        self._receive = receive
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="done-marks", daemon=True)
+        self._next_prune = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Mark what was reported until now (call it after the worker processes stopped)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        pending: list[int] = []
+        while not self._stopping.is_set():
+            pending = self._mark(pending + self._receive(MARK_DONE_EVERY_S))
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                prune_inbox(self._sessions, self._clock)
+        self._mark(pending + self._receive(0))
+
+    def _mark(self, job_ids: list[int]) -> list[int]:
+        """Mark `job_ids` done; those it could not mark, to try again."""
+        if not job_ids:
+            return []
         try:
             with transaction(self._sessions) as session:
-                inbox.prune(session, self._clock())
+                inbox.finish(session, job_ids, self._clock())
         except SQLAlchemyError as exc:
-            log.warning("Inbox not pruned: %s", type(exc).__name__)
+            log.warning("Could not mark %d inbox job(s) done (%s); trying again",
+                        len(job_ids), type(exc).__name__)
+            return job_ids
+        return []
+
+
+def prune_inbox(sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+    try:
+        with transaction(sessions) as session:
+            inbox.prune(session, clock())
+    except SQLAlchemyError as exc:
+        log.warning("Inbox not pruned: %s", type(exc).__name__)
 
 
 def _gone(claimer: str) -> bool:

@@ -3,6 +3,7 @@ even when the worker that held it died; worker processes are supervised."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -18,7 +19,8 @@ from incidentbot.db import create_db_engine, session_factory, transaction
 from incidentbot.group_commit import GroupCommit
 from incidentbot.models import InboxJob, Incident, utcnow
 from incidentbot.slack import blocks
-from incidentbot.worker import InboxWorker, worker_name
+from incidentbot.sqlite_writers import is_write
+from incidentbot.worker import DoneMarker, DonePipe, InboxWorker, worker_name
 from tests.conftest import ALICE, BOT_TOKEN, CAROL, SIGNING_SECRET, RunningBot
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -204,6 +206,53 @@ def test_a_replacement_worker_runs_what_its_predecessor_left_once_more(engine: E
     assert sorted(attempts for _, attempts in ran) == [2, 2, 2]
     with transaction(sessions) as session:
         assert all(job.done_at for job in session.scalars(select(InboxJob)))
+
+
+def test_a_worker_process_reports_finished_jobs_and_its_server_marks_them_done(
+        engine: Engine) -> None:
+    """A worker process's jobs are read, run, and reported through the pipe: its only write
+    to the inbox in the steady state would be a turn the serving process's next answer to
+    Slack waits for. The serving process's `DoneMarker` marks them done."""
+    sessions = session_factory(engine)
+    name = worker_name(os.getpid(), 0)
+    pipe = DonePipe(multiprocessing.get_context("spawn"))
+    ran: list[int] = []
+    wake = threading.Event()
+    worker = InboxWorker(sessions, lambda job: ran.append(job.id), wake, threads=2, name=name,
+                         report_done=pipe.send)
+    marker = DoneMarker(sessions, pipe.receive)
+    writers: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if is_write(statement) and threading.current_thread() is not threading.main_thread():
+            writers.append(threading.current_thread().name)
+
+    worker.start()
+    marker.start()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with transaction(sessions) as session:
+            session.execute(InboxJob.__table__.insert(), [
+                inbox.job_row(f"sig-{i}", f"body {i}", "application/json", utcnow(), name)
+                for i in range(5)])
+        wake.set()
+        eventually(lambda: len(ran) == 5)
+        worker.stop()
+        marker.stop()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with transaction(sessions) as session:
+        done = {job.id: job.done_at for job in session.scalars(select(InboxJob))}
+    assert sorted(done) == sorted(ran) and all(done.values())
+    assert writers and set(writers) == {"done-marks"}
+
+
+def test_finished_job_ids_cross_the_pipe_whole_in_pipe_sized_messages() -> None:
+    pipe = DonePipe(multiprocessing.get_context("spawn"))
+    ids = list(range(1, 1_202))
+    pipe.send(ids)
+    assert pipe.receive(1.0) == ids
+    assert pipe.receive(0) == []
 
 
 def test_a_declaration_is_acknowledged_while_the_database_is_locked_for_writing(
