@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from incidentbot import inbox
+from incidentbot.ack_priority import AckPriority
 from incidentbot.db import transaction
 from incidentbot.inbox import Job
 from incidentbot.models import utcnow
@@ -38,7 +39,8 @@ from incidentbot.models import utcnow
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
-MARK_DONE_EVERY_S = 1.0
+MARK_DONE_EVERY_S = 1.0  # a worker marks (or reports) the jobs it finished
+FRONT_MARK_EVERY_S = 10.0  # a serving process marks the jobs its worker processes reported
 QUEUED_PER_THREAD = 2  # claimed ahead, so that a thread never waits for a claim
 PRUNE_EVERY_S = 60.0
 
@@ -241,14 +243,23 @@ class InboxWorker:
 
 class DoneMarker:
     """In a serving process: marks done the jobs its worker processes finished (as they
-    report them through `DonePipe`) and prunes the inbox every `PRUNE_EVERY_S`, in a thread.
-    Its writes take their turn behind the answers to Slack (`WriterTurns`)."""
+    report them through `DonePipe`) every `every_s`, and prunes the inbox every
+    `PRUNE_EVERY_S`, in a thread. Each write waits for a moment when no request is being
+    answered (`priority`), then goes behind any answer waiting to store its request
+    (`WriterTurns`); still, a request arriving meanwhile waits for it. At 100 clicks/s,
+    marking every second put 1.4% of the answers over 1 ms inside the process (a crash re-runs
+    the jobs finished since the last mark, which are idempotent on the request).
+    """
 
     def __init__(self, sessions: sessionmaker[Session], receive: Callable[[float], list[int]],
-                 *, clock: Callable[[], datetime] = utcnow) -> None:
+                 *, clock: Callable[[], datetime] = utcnow,
+                 priority: AckPriority | None = None,
+                 every_s: float = FRONT_MARK_EVERY_S) -> None:
         self._sessions = sessions
+        self._every_s = every_s
         self._receive = receive
         self._clock = clock
+        self._priority = priority or AckPriority()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="done-marks", daemon=True)
         self._next_prune = 0.0
@@ -263,11 +274,17 @@ class DoneMarker:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        self._priority.mark_background()
         pending: list[int] = []
+        next_mark = time.monotonic() + self._every_s
         while not self._stopping.is_set():
-            pending = self._mark(pending + self._receive(MARK_DONE_EVERY_S))
+            pending += self._receive(max(0.0, min(next_mark - time.monotonic(), POLL_S)))
+            if time.monotonic() >= next_mark:
+                pending = self._mark(pending)
+                next_mark = time.monotonic() + self._every_s
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                self._priority.step_aside()
                 prune_inbox(self._sessions, self._clock)
         self._mark(pending + self._receive(0))
 
@@ -275,6 +292,7 @@ class DoneMarker:
         """Mark `job_ids` done; those it could not mark, to try again."""
         if not job_ids:
             return []
+        self._priority.step_aside()
         try:
             with transaction(self._sessions) as session:
                 inbox.finish(session, job_ids, self._clock())
