@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     work_threads: int = Field(default=8, ge=1, le=256)
     worker_processes: int = Field(default=1, ge=0, le=64)
     worker_niceness: int = Field(default=10, ge=0, le=19)
+    worker_sched_idle: bool = True
     incident_channel_prefix: str = "inc"
     broadcast_channel: str = ""
     reminder_sev1_minutes: float = Field(default=15, ge=0)

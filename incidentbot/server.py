@@ -200,7 +200,8 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         inbox_worker.start()
     done_marker = None
     if role == "front" and done is not None:
-        done_marker = DoneMarker(store.sessions, done.receive, clock=flows.clock)
+        done_marker = DoneMarker(store.sessions, done.receive, clock=flows.clock,
+                                 priority=priority)
         done_marker.start()
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
@@ -463,8 +464,7 @@ def run_worker(settings: Settings, wake: Wake, done: DonePipe, states: Any,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     parent = os.getppid()
     die_with_parent()
-    with contextlib.suppress(OSError):  # answering Slack goes first, at the CPU too
-        os.nice(settings.worker_niceness)
+    lower_cpu_priority(settings)
     bot = create_bot(settings, role="worker", wake=wake, worker=worker_name(parent, index),
                      done=done)
     states[index] = LEADING if bot.reminders.is_leader else READY
@@ -478,6 +478,18 @@ def run_worker(settings: Settings, wake: Wake, done: DonePipe, states: Any,
     finally:
         states[index] = STARTING
         bot.close()
+
+
+def lower_cpu_priority(settings: Settings) -> None:
+    """Answering Slack goes first, at the CPU too: a worker process lowers its priority
+    (`WORKER_NICENESS`) and, on Linux, takes the SCHED_IDLE policy (`WORKER_SCHED_IDLE`),
+    which a waking thread of normal policy preempts at once. Call it before any thread
+    starts: threads inherit their creator's policy."""
+    with contextlib.suppress(OSError):
+        os.nice(settings.worker_niceness)
+    if settings.worker_sched_idle and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 PR_SET_PDEATHSIG = 1

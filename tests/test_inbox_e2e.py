@@ -325,8 +325,9 @@ def children_of(pid: int) -> list[int]:
 
 def test_worker_process_does_the_work_and_is_restarted_when_it_dies(
         database_url: str) -> None:
-    """`python app.py` (one worker process by default): the worker declares; killed, it is
-    reported down, replaced, and the next declaration works."""
+    """`python app.py` (one worker process by default): the worker declares, every thread of
+    it under SCHED_IDLE; killed, it is reported down, replaced, and the next declaration
+    works."""
     with FakeSlack(bot_token=BOT_TOKEN) as fake:
         fake.add_user(ALICE, "alice")
         bot = BotProcess(bot_env(fake.api_url, database_url)).start()
@@ -336,6 +337,10 @@ def test_worker_process_does_the_work_and_is_restarted_when_it_dies(
             driver.command("declare Before the kill", user_id=ALICE, channel_id="CGENERAL")
             eventually(lambda: channel_named(fake, "before-the-kill"))
             [worker] = eventually(lambda: children_of(bot.proc.pid))  # type: ignore[union-attr]
+            threads = [int(t.name) for t in Path(f"/proc/{worker}/task").iterdir()]
+            assert len(threads) > 3  # the inbox worker, the scheduler, the card refresh…
+            assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+            assert os.sched_getscheduler(bot.proc.pid) == os.SCHED_OTHER
             os.kill(worker, signal.SIGKILL)
             eventually(lambda: [w for w in children_of(bot.proc.pid)  # type: ignore[union-attr]
                                 if w != worker])
