@@ -246,9 +246,8 @@ class DoneMarker:
     report them through `DonePipe`) every `every_s`, and prunes the inbox every
     `PRUNE_EVERY_S`, in a thread. Each write waits for a moment when no request is being
     answered (`priority`), then goes behind any answer waiting to store its request
-    (`WriterTurns`); still, a request arriving meanwhile waits for it. At 100 clicks/s,
-    marking every second put 1.4% of the answers over 1 ms inside the process (a crash re-runs
-    the jobs finished since the last mark, which are idempotent on the request).
+    (`WriterTurns`); still, a request arriving during a mark waits for it, so marks are
+    few (a crash re-runs the jobs finished since the last mark, idempotent on the request).
     """
 
     def __init__(self, sessions: sessionmaker[Session], receive: Callable[[float], list[int]],
