@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from incidentbot.db import Checkpointer, create_db_engine
+from incidentbot.db import CHECKPOINT_EVERY_S, Checkpointer, create_db_engine
 from tests.conftest import ALICE, BOT_TOKEN, SIGNING_SECRET
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -83,6 +83,7 @@ def test_app_py_worker_process_checkpoints_what_its_server_stores(tmp_path: Path
             for i in range(600):
                 response = driver.event(driver.message_event(channel, ALICE, f"{i} {ROW}"))
                 assert response.status == 200
-            eventually(lambda: path.stat().st_size - before > 600 * len(ROW))
+            eventually(lambda: path.stat().st_size - before > 600 * len(ROW),
+                       timeout=CHECKPOINT_EVERY_S + 15)
         finally:
             bot.stop()
