@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Dialect, Engine, Table, literal_column
@@ -39,14 +39,22 @@ class Row:
     unique: tuple[str, ...]
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(eq=False, slots=True)
 class _Insert:
-    """A queued row; a leader sets its outcome before it signals the waiters."""
+    """A queued row; a leader sets its outcome, then releases `wake` (also released to hand
+    its caller the lead), on which its caller waits."""
 
     row: Row
     done: bool = False
     inserted: bool = False
     error: BaseException | None = None
+    wake: threading.Lock = field(default_factory=_held_lock)
 
     def outcome(self) -> bool:
         if self.error is not None:
@@ -149,8 +157,8 @@ class GroupCommit:
         self._statements = RowStatements(engine.dialect)
         self._turns = WriterTurns.of(engine)
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Insert] = queue.SimpleQueue()
-        self._changed = threading.Condition()
+        self._pending: deque[_Insert] = deque()
+        self._state = threading.Lock()  # guards `_pending` and `_leading`
         self._leading = False
         self._lock = threading.Lock()  # the connection's: held by a leader, or by `close`
         self._connection: Any = None  # kept checked out; used under `_lock` only
@@ -160,44 +168,50 @@ class GroupCommit:
 
         Returns once committed. Raises the database error that stopped the commit (as
         SQLAlchemy's exception).
+
+        A caller that finds a leader waits on its own row's lock, which is released once:
+        when a leader has committed the row, or to hand the caller the lead. (Waiting on one
+        condition that each leader signalled woke every waiter after every batch, and most
+        went back to sleep: the ingest bench's serving process spent its core on it.)
         """
         item = _Insert(row)
-        self._queue.put(item)
-        while self._lead_unless_done(item):
-            try:
-                with self._lock:
-                    self._commit(self._take())
-            finally:
-                with self._changed:
-                    self._leading = False
-                    self._changed.notify_all()
+        with self._state:
+            self._pending.append(item)
+            lead, self._leading = not self._leading, True
+        if not lead:
+            item.wake.acquire()
+        while not item.done:
+            self._lead(item)
         return item.outcome()
 
-    def _lead_unless_done(self, item: _Insert) -> bool:
-        """Wait while another caller leads; then become the leader if `item` is not written.
-
-        Waiters sleep on a condition that each leader signals when its batch is answered,
-        so a caller whose row was committed returns at once. (Waiting on the leader's lock
-        instead, a caller had to win that lock just to learn its row was in: under 16
-        concurrent callers one in ten waited 8-10 ms for it on PostgreSQL.)
-        """
-        with self._changed:
-            while self._leading and not item.done:
-                self._changed.wait()
-            if item.done:
-                return False
-            self._leading = True
-            return True
-
-    def _take(self) -> list[_Insert]:
-        """Every queued insert, up to the batch limit."""
-        batch: list[_Insert] = []
-        while len(batch) < self._max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _lead(self, leader: _Insert) -> None:
+        """Commit the rows queued so far (up to the batch limit); wake their callers; then
+        keep the lead if `leader`'s row is still queued, else pass it to the oldest caller
+        waiting, or give it up."""
+        with self._state:
+            batch = [self._pending.popleft()
+                     for _ in range(min(len(self._pending), self._max_batch))]
+        stopped = False
+        try:
+            with self._lock:
+                self._commit(batch)
+        except BaseException as exc:  # (`_commit` answers database errors itself)
+            stopped = True
+            for item in batch:
+                if not item.done:
+                    item.error, item.done = exc, True
+            raise
+        finally:
+            successor = None
+            with self._state:
+                if leader.done or stopped:
+                    successor = self._pending[0] if self._pending else None
+                    self._leading = successor is not None
+            for item in batch:
+                if item is not leader:
+                    item.wake.release()
+            if successor is not None:
+                successor.wake.release()
 
     def _commit(self, batch: list[_Insert]) -> None:
         try:
