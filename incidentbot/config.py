@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///incidentbot.db"
     host: str = "0.0.0.0"
     port: int = 3000
-    server_threads: int = Field(default=8, ge=1, le=256)
+    server_threads: int = Field(default=16, ge=1, le=256)
     work_threads: int = Field(default=8, ge=1, le=256)
     worker_processes: int = Field(default=1, ge=0, le=64)
     worker_niceness: int = Field(default=10, ge=0, le=19)
