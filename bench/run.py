@@ -448,16 +448,20 @@ def ack_phase(t: AckTarget, kind: str, rate: int, profile: Profile, fake: Fake,
     return summary
 
 
+NOT_RUN = {"p50_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan, "ok": 0, "sent": 0}
+
+
 def ack_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per kind and rate; a target left out of `BENCH_TARGETS` shows as n/a."""
     rows = []
     for kind in KINDS:
         for rate in data["rates"]:
-            bot = data["results"]["bot"][f"{kind}@{rate}"]
-            base = data["results"]["baseline"][f"{kind}@{rate}"]
+            bot = data["results"].get("bot", {}).get(f"{kind}@{rate}", NOT_RUN)
+            base = data["results"].get("baseline", {}).get(f"{kind}@{rate}", NOT_RUN)
             default = data["results"].get("bolt-default", {}).get(f"{kind}@{rate}")
             ratio = bot["p99_ms"] / base["p99_ms"] if base["p99_ms"] > 0 else float("nan")
             verdict = None
-            if rate == 100:
+            if rate == 100 and ratio == ratio:
                 verdict = (ratio <= 1.5 and bot["p99_ms"] < 100
                            and bot["ok"] == bot["sent"])
             rows.append({"kind": kind, "rate": rate, "bot": bot, "baseline": base,
@@ -484,7 +488,7 @@ def table_ack(data: dict[str, Any]) -> str:
         lines.append(
             f"| {KIND_LABELS[row['kind']]} | {row['rate']}/s | {_ms(bot['p50_ms'])} | "
             f"{_ms(bot['p99_ms'])} | {_ms(bot['max_ms'])} | {_ms(base['p50_ms'])} | "
-            f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {row['p99_ratio']:.2f}× | "
+            f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {_ratio(row['p99_ratio'])} | "
             f"{_ms(bot.get('app_p99_ms', math.nan))} / {_ms(base.get('app_p99_ms', math.nan))} | "
             f"{default}"
             f"{bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | {verdict} |")
@@ -518,6 +522,10 @@ def _failures(result: dict[str, Any]) -> str:
     kinds.update({f"HTTP {status}": count for status, count in result["statuses"].items()
                   if status != "200"})
     return f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})" if kinds else ""
+
+
+def _ratio(value: float) -> str:
+    return "n/a" if value != value else f"{value:.2f}×"
 
 
 def _ms(value: float) -> str:
