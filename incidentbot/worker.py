@@ -261,7 +261,6 @@ class DoneMarker:
         self._priority = priority or AckPriority()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="done-marks", daemon=True)
-        self._next_prune = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -275,14 +274,14 @@ class DoneMarker:
     def _loop(self) -> None:
         self._priority.mark_background()
         pending: list[int] = []
-        next_mark = time.monotonic() + self._every_s
+        next_mark, next_prune = time.monotonic() + self._every_s, 0.0
         while not self._stopping.is_set():
             pending += self._receive(max(0.0, min(next_mark - time.monotonic(), POLL_S)))
             if time.monotonic() >= next_mark:
                 pending = self._mark(pending)
                 next_mark = time.monotonic() + self._every_s
-            if time.monotonic() >= self._next_prune:
-                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
                 self._priority.step_aside()
                 prune_inbox(self._sessions, self._clock)
         self._mark(pending + self._receive(0))
