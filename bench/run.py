@@ -229,6 +229,10 @@ class Target:
         """The process and its children (the bot's worker processes)."""
         return sum(rss_kib(pid) for pid in process_tree(self.proc.pid)) / MiB
 
+    def cpu_s(self) -> float:
+        """CPU time (user and system) the process and its children have used so far."""
+        return sum(cpu_s(pid) for pid in process_tree(self.proc.pid))
+
     def stop(self) -> None:
         _stop(self.proc)
 
@@ -247,6 +251,14 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """A process's user and system CPU time, all threads (Linux /proc)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 @contextlib.contextmanager
@@ -554,12 +566,15 @@ def section_ingest(profile: Profile, fake: Fake, workdir: Path,
                 requests = [load.message_event(channels[i]["id"], USER, f"message {m} in {i}")
                             for m in range(per) for i in range(incidents)]
                 log(f"ingest: {kind_of_target} on {database}: {len(requests)} events")
+                cpu_before = target.cpu_s()
                 result = load.closed_loop(target.port, SECRET, requests,
                                           profile.ingest_concurrency)
+                cpu_used = target.cpu_s() - cpu_before
             stored = seed.count_messages(url, ids[:incidents]) if kind_of_target == "bot" \
                 else None
         run = {"target": kind_of_target, "database": database, **summarize(result),
                "per_s": result.ok / result.elapsed_s if result.elapsed_s else 0.0,
+               "cpu_us_per_event": cpu_used / len(requests) * 1e6,
                "stored": stored, "expected": incidents * per}
         out["runs"].append(run)
     base = next(r for r in out["runs"] if r["target"] == "baseline")
@@ -573,9 +588,10 @@ def section_ingest(profile: Profile, fake: Fake, workdir: Path,
 
 
 def table_ingest(data: dict[str, Any]) -> str:
-    lines = ["| target | database | events | 200s | msg/s | p50 | p99 | rows stored "
-             "(kind='message') | vs baseline | target (SQLite ≥ 500/s, all stored, ≥ 0.7× base) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| target | database | events | 200s | msg/s | p50 | p99 | CPU per message | "
+             "rows stored (kind='message') | vs baseline | "
+             "target (SQLite ≥ 500/s, all stored, ≥ 0.7× base) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for run in data["runs"]:
         bot = run["target"] == "bot"
         stored = f"{run['stored']}/{run['expected']}" if bot else "— (acks only)"
@@ -586,8 +602,14 @@ def table_ingest(data: dict[str, Any]) -> str:
         lines.append(
             f"| {run['target']} | {run['database'] if bot else 'none'} | {run['sent']} | "
             f"{run['ok']} | {run['per_s']:.0f} | {_ms(run['p50_ms'])} | {_ms(run['p99_ms'])} | "
-            f"{stored} | {run['vs_baseline']:.2f}× | {verdict} |")
+            f"{_cpu_us(run)} | {stored} | {run['vs_baseline']:.2f}× | {verdict} |")
     return "\n".join(lines)
+
+
+def _cpu_us(run: dict[str, Any]) -> str:
+    """CPU of the process under test per message (runs before 2026-12-01 15:30 lack it)."""
+    value = run.get("cpu_us_per_event")
+    return "n/a" if value is None else f"{value:.0f} µs"
 
 
 # -- 3. reminder scale ------------------------------------------------------------------

@@ -85,6 +85,15 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated engine on a fresh SQLite file (tests of SQLite's own behaviour)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def fake() -> Iterator[FakeSlack]:
     slack = FakeSlack(bot_token=BOT_TOKEN)
     slack.start()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from incidentbot import group_commit
 from incidentbot.core import security, timeline
 from incidentbot.group_commit import GroupCommit, Row
 from incidentbot.models import Incident, SeenRequest, TimelineEvent
@@ -149,3 +153,73 @@ def test_a_row_missing_a_defaulted_column_is_refused(engine: Engine) -> None:
     with pytest.raises(ValueError, match="seen_requests"):
         GroupCommit(engine).insert(Row(LEDGER, values, security.LEDGER_KEY))
     assert count(engine, SeenRequest) == 0
+
+
+def _burst(engine: Engine, writes: GroupCommit, *, threads: int = 8, rows: int = 30) -> int:
+    """Threads on one core that each do about 0.2 ms of Python (a request's parsing) before
+    every insert, as a server's request threads under a burst; on SQLite, returns how many
+    commits stored the rows (traced by SQLite itself)."""
+    commits: list[str] = []
+
+    def trace(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(
+            lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None)
+
+    traced = engine.dialect.name == "sqlite"
+    if traced:
+        event.listen(engine, "checkout", trace)
+    start = threading.Barrier(threads)
+    before = count(engine, SeenRequest)
+
+    def post(worker: int) -> None:
+        start.wait()
+        for i in range(rows):
+            deadline = time.perf_counter() + 0.0002
+            while time.perf_counter() < deadline:
+                pass
+            assert writes.insert(ledger(f"v0=burst-{worker}-{i}"))
+
+    workers = [threading.Thread(target=post, args=(w,)) for w in range(threads)]
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # this thread's, inherited by the workers: one core
+    try:
+        for worker in workers:
+            worker.start()
+    finally:
+        os.sched_setaffinity(0, cores)
+    for worker in workers:
+        worker.join(60)
+    if traced:
+        event.remove(engine, "checkout", trace)
+    assert count(engine, SeenRequest) - before == threads * rows
+    return len(commits)
+
+
+def test_under_a_burst_sqlite_rows_of_concurrent_requests_share_commits(
+        sqlite_engine: Engine) -> None:
+    """Without the commit delay a leader keeps the interpreter through its SQLite calls and
+    mostly commits alone; with it, rows of the threads behind it join its batch."""
+    alone = _burst(sqlite_engine, GroupCommit(sqlite_engine, delay_s=0.0))
+    with sqlite_engine.begin() as connection:
+        connection.execute(SeenRequest.__table__.delete())
+    shared = _burst(sqlite_engine, GroupCommit(sqlite_engine))
+    assert 240 / shared >= 2.0, (alone, shared)
+    assert shared < alone * 0.7, (alone, shared)
+
+
+def test_the_commit_delay_waits_only_while_commits_are_frequent(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone insert never sleeps; on PostgreSQL (whose commit's round trip gathers rows by
+    itself) not even under a burst."""
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(group_commit.time, "sleep",
+                        lambda seconds: (slept.append(seconds), real_sleep(seconds)))
+    writes = GroupCommit(engine)
+    for i in range(3):
+        real_sleep(group_commit.BUSY_GAP_S * 2)
+        assert writes.insert(ledger(f"v0=lone-{i}"))
+    assert slept == []
+    if engine.dialect.name == "postgresql":
+        _burst(engine, writes, rows=10)
+        assert slept == []

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from incidentbot.core import security
-from incidentbot.db import create_db_engine, migrate
 from incidentbot.group_commit import GroupCommit, Row
 from incidentbot.models import SeenRequest
 from incidentbot.sqlite_writers import WriterTurns, is_write
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'turns.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def insert_ledger(engine: Engine, signature: str) -> None:
