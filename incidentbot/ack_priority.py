@@ -8,13 +8,19 @@ update`/s, median answers took 370 ms and 1 request in 9 got none within 15 s.
 Here background threads step aside at safe points (before each Slack Web API call, where they
 hold no database connection or write turn) while any request is being answered, for at most
 `max_wait_s` each time, so background work is delayed under a burst but never stopped.
+
+Worker processes, which answer nothing, run under SCHED_IDLE and give way at every step
+instead (`give_way`): see there.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sqlalchemy import Engine, event
 
 MAX_WAIT_S = 0.02
 
@@ -56,3 +62,24 @@ class AckPriority:
             return
         with self._changed:
             self._changed.wait_for(lambda: not self._answering, self._max_wait_s)
+
+
+def give_way(*_: object) -> None:
+    """Let any other runnable thread of this core run first: a scheduling point.
+
+    A worker process runs under SCHED_IDLE, and a serving thread that wakes preempts it at
+    once. But a serving thread made runnable by another one (waitress's loop thread, woken as
+    a request thread finishes its answer) can be found a hair past its fair share (not
+    "eligible") by the kernel's EEVDF scheduler when that thread blocks; the worker then
+    keeps the core until the next scheduler tick, up to 4 ms at HZ=250. Yielding at each
+    step of a job (every database statement and Web API call, `give_way_at_each_step`)
+    bounds that wait to one step. With nothing else runnable it returns at once.
+    """
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()
+
+
+def give_way_at_each_step(*engines: Engine) -> None:
+    """Call `give_way` before every statement on these engines (a worker process's)."""
+    for engine in dict.fromkeys(engines):
+        event.listen(engine, "before_cursor_execute", give_way)

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from incidentbot import inbox
-from incidentbot.ack_priority import AckPriority
+from incidentbot.ack_priority import AckPriority, give_way, give_way_at_each_step
 from incidentbot.config import Settings
 from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
@@ -155,8 +155,9 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     engine = create_db_engine(settings.database_url, checkpoints=checkpoints)
     migrate(engine)
     priority = AckPriority()
+    # nothing is answered in a worker process: it gives way to the serving process instead
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
-                           before_call=priority.step_aside)
+                           before_call=give_way if role == "worker" else priority.step_aside)
     flows = IncidentWorkflows(settings, session_factory(engine), gateway,
                               writes=GroupCommit(engine))
     response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
@@ -183,6 +184,7 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     store = InboxStore.open(settings.database_url, engine, flows.writes,
                             checkpoints=checkpoints)
     if role == "worker":
+        give_way_at_each_step(engine, store.engine)
         work: Executor = local
         app = replaying_app()
     else:

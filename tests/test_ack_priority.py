@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from incidentbot import ack_priority
 from incidentbot.ack_priority import AckPriority
+from incidentbot.server import create_bot
 from incidentbot.slack.gateway import SlackGateway, build_client
-from tests.conftest import ALICE, BOT_TOKEN, RunningBot
+from tests.conftest import ALICE, BOT_TOKEN, RunningBot, make_settings
 from tests.fakeslack import FakeSlack
 
 
@@ -73,3 +79,25 @@ def test_the_running_bot_answers_first(running: RunningBot) -> None:
     assert bot.work.submit(bot.priority.in_background).result(5) is True
     assert bot.priority.in_background() is False
     assert running.driver.command("help", user_id=ALICE, channel_id="CGENERAL").status == 200
+
+
+def test_a_worker_process_gives_way_at_each_statement_and_web_api_call(
+        fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker process's threads yield the core before every database statement and Web
+    API call (`give_way`); a serving process's never do."""
+    yields: list[str] = []
+    real_yield = os.sched_yield
+    monkeypatch.setattr(ack_priority.os, "sched_yield",
+                        lambda: (yields.append(threading.current_thread().name), real_yield()))
+    settings = make_settings(f"sqlite:///{tmp_path / 'bot.db'}", fake)
+    channel = fake.add_channel("general", [ALICE, fake.bot_user_id])
+    for role, gives_way in (("front", False), ("worker", True)):
+        bot = create_bot(settings, role=role, wake=threading.Event(), worker="test:0/0")
+        try:
+            mine = threading.current_thread().name
+            before = yields.count(mine)
+            bot.flows.open_incidents()
+            bot.flows.gateway.post_message(channel, "hello")
+            assert (yields.count(mine) - before >= 2) is gives_way, role
+        finally:
+            bot.close()
