@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from incidentbot.core import timeline
@@ -260,9 +260,10 @@ def _require_open(incident: Incident, action: str) -> None:
 
 
 def set_card(session: Session, incident: Incident, card_ts: str) -> None:
-    """Remember the pinned incident card so later changes update it in place."""
+    """Remember the pinned incident card so later changes update it in place (one UPDATE;
+    `incident` may be detached: its `card_ts` is set too)."""
+    session.execute(update(Incident).where(Incident.id == incident.id).values(card_ts=card_ts))
     incident.card_ts = card_ts
-    session.flush()
 
 
 def open_update_clocks(session: Session) -> list[tuple[int, datetime | None]]:

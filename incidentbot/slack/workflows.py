@@ -158,7 +158,7 @@ class IncidentWorkflows:
             return DeclareResult(incident, created=False)
         problems = self._open_channel(incident)
         self.plan_reminder(incident)
-        return DeclareResult(self.incident_by_id(incident.id), problems=problems)
+        return DeclareResult(incident, problems=problems)
 
     def _record_declaration(
         self, declaration: Declaration, channel_id: str, name: str, now: datetime
@@ -203,7 +203,7 @@ class IncidentWorkflows:
         )
         if isinstance(card_ts, str):
             with transaction(self.sessions) as session:
-                lifecycle.set_card(session, lifecycle.get_incident(session, incident.id), card_ts)
+                lifecycle.set_card(session, incident, card_ts)
             self._step(incident, EventKind.CARD_PINNED, "Incident card pinned",
                        lambda: self.gateway.pin(channel, card_ts), problems)
         self._try(lambda: self.say(incident, blocks.declared_announcement(incident)))
