@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -86,8 +85,9 @@ def test_a_worker_process_gives_way_at_each_statement_and_web_api_call(
     """A worker process's threads yield the core before every database statement and Web
     API call (`give_way`); a serving process's never do."""
     yields: list[str] = []
-    real_yield = os.sched_yield
-    monkeypatch.setattr(ack_priority.os, "sched_yield",
+    real_yield = ack_priority._sched_yield
+    assert real_yield is not None
+    monkeypatch.setattr(ack_priority, "_sched_yield",
                         lambda: (yields.append(threading.current_thread().name), real_yield()))
     settings = make_settings(f"sqlite:///{tmp_path / 'bot.db'}", fake)
     channel = fake.add_channel("general", [ALICE, fake.bot_user_id])
