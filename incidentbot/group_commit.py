@@ -15,7 +15,8 @@ ingest bench's burst, 1.17 rows per commit, each message paying a commit of its 
 like PostgreSQL's `commit_delay`, a leader that finds the previous commit ended less than
 `BUSY_GAP_S` ago (the server is committing over a thousand times a second) first sleeps
 `COMMIT_DELAY_S`, and the rows of the requests behind it join its batch. Below that rate
-nothing waits (the commits of answers at 300 requests/s are 3 ms apart)."""
+nothing waits (the commits of answers at 300 requests/s are 3 ms apart). A worker process's
+writes (`delay_s=0`) have no answers behind them to gather, only steps of one job."""
 
 from __future__ import annotations
 

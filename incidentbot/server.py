@@ -158,8 +158,9 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     # nothing is answered in a worker process: it gives way to the serving process instead
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
                            before_call=give_way if role == "worker" else priority.step_aside)
-    flows = IncidentWorkflows(settings, session_factory(engine), gateway,
-                              writes=GroupCommit(engine))
+    # the commit delay gathers the rows of answers waiting; a worker's steps answer nothing
+    writes = GroupCommit(engine, delay_s=0.0 if role == "worker" else None)
+    flows = IncidentWorkflows(settings, session_factory(engine), gateway, writes=writes)
     response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
     closing = ClosingWorkflows(flows)
     paging = PagingWorkflows(flows)
