@@ -602,14 +602,9 @@ def table_ingest(data: dict[str, Any]) -> str:
         lines.append(
             f"| {run['target']} | {run['database'] if bot else 'none'} | {run['sent']} | "
             f"{run['ok']} | {run['per_s']:.0f} | {_ms(run['p50_ms'])} | {_ms(run['p99_ms'])} | "
-            f"{_cpu_us(run)} | {stored} | {run['vs_baseline']:.2f}× | {verdict} |")
+            f"{run['cpu_us_per_event']:.0f} µs | {stored} | {run['vs_baseline']:.2f}× | "
+            f"{verdict} |")
     return "\n".join(lines)
-
-
-def _cpu_us(run: dict[str, Any]) -> str:
-    """CPU of the process under test per message (runs before 2026-12-01 15:30 lack it)."""
-    value = run.get("cpu_us_per_event")
-    return "n/a" if value is None else f"{value:.0f} µs"
 
 
 # -- 3. reminder scale ------------------------------------------------------------------

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 BUSY_GAP_S = 0.001
-COMMIT_DELAY_S = 0.0003  # SQLite's; on PostgreSQL the commit's round trip already gathers
+COMMIT_DELAY_S = 0.0003  # SQLite only: on PostgreSQL the commit's round trip already gathers
 
 
 @dataclass(frozen=True)
@@ -165,10 +165,9 @@ class GroupCommit:
     """
 
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH,
-                 delay_s: float | None = None) -> None:
+                 delay_s: float = COMMIT_DELAY_S) -> None:
         self._engine = engine
-        self._delay_s = (COMMIT_DELAY_S if engine.dialect.name == "sqlite" else 0.0) \
-            if delay_s is None else delay_s
+        self._delay_s = delay_s if engine.dialect.name == "sqlite" else 0.0
         self._last_commit = -BUSY_GAP_S  # monotonic time the last batch ended
         self._statements = RowStatements(engine.dialect)
         self._turns = WriterTurns.of(engine)

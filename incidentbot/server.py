@@ -159,7 +159,7 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
                            before_call=give_way if role == "worker" else priority.step_aside)
     # the commit delay gathers the rows of answers waiting; a worker's steps answer nothing
-    writes = GroupCommit(engine, delay_s=0.0 if role == "worker" else None)
+    writes = GroupCommit(engine, delay_s=0.0) if role == "worker" else GroupCommit(engine)
     flows = IncidentWorkflows(settings, session_factory(engine), gateway, writes=writes)
     response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
     closing = ClosingWorkflows(flows)
