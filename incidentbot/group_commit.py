@@ -15,8 +15,11 @@ ingest bench's burst, 1.17 rows per commit, each message paying a commit of its 
 like PostgreSQL's `commit_delay`, a leader that finds the previous commit ended less than
 `BUSY_GAP_S` ago (the server is committing over a thousand times a second) first sleeps
 `COMMIT_DELAY_S`, and the rows of the requests behind it join its batch. Below that rate
-nothing waits (the commits of answers at 300 requests/s are 3 ms apart). A worker process's
-writes (`delay_s=0`) have no answers behind them to gather, only steps of one job."""
+nothing waits (the commits of answers at 300 requests/s are 3 ms apart). Frequent commits
+are not always a crowd: one caller inserting back to back (a replay, a script) has nobody
+to gather, so waits that keep gathering nobody stop for a while (`CommitDelay`). A worker
+process's writes (`delay_s=0`) have no answers behind them to gather, only steps of one
+job."""
 
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 BUSY_GAP_S = 0.001
 COMMIT_DELAY_S = 0.0003  # SQLite only: on PostgreSQL the commit's round trip already gathers
+FRUITLESS_WAITS = 3  # waits in a row that gathered no other row ...
+SKIPPED_WAITS = 64  # ... after which this many are skipped before the next try
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,46 @@ class _Statement:
         return bound if self.positional else dict(zip(self.names, bound, strict=True))
 
 
+class CommitDelay:
+    """Whether a leader waits for more rows before it commits (module docstring).
+
+    It waits while commits are frequent (the last one ended under `BUSY_GAP_S` ago), unless
+    its last `FRUITLESS_WAITS` waits in a row gathered no row but the leader's own: then the
+    next `SKIPPED_WAITS` chances are skipped, and one wait tries again. A lone caller
+    inserting back to back then waits about once in 65 commits instead of at every one.
+    Used by the leader only (one at a time).
+    """
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self._last_commit = -BUSY_GAP_S  # monotonic time the last batch ended
+        self._fruitless = 0
+        self._skip = 0
+
+    def wait(self) -> bool:
+        """Sleep `delay_s` if it is worth it; whether it slept."""
+        if not self.delay_s or time.monotonic() - self._last_commit >= BUSY_GAP_S:
+            return False
+        if self._skip:
+            self._skip -= 1
+            return False
+        time.sleep(self.delay_s)
+        return True
+
+    def gathered(self, rows: int) -> None:
+        """After a wait: how many rows the batch held."""
+        if rows > 1:
+            self._fruitless = 0
+            return
+        self._fruitless += 1
+        if self._fruitless >= FRUITLESS_WAITS:
+            self._skip = SKIPPED_WAITS
+            self._fruitless = FRUITLESS_WAITS - 1  # a fruitless try skips again at once
+
+    def committed(self) -> None:
+        self._last_commit = time.monotonic()
+
+
 class _LostBeforeCommit(Exception):
     def __init__(self, error: DBAPIError) -> None:
         super().__init__(str(error))
@@ -167,8 +212,7 @@ class GroupCommit:
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH,
                  delay_s: float = COMMIT_DELAY_S) -> None:
         self._engine = engine
-        self._delay_s = delay_s if engine.dialect.name == "sqlite" else 0.0
-        self._last_commit = -BUSY_GAP_S  # monotonic time the last batch ended
+        self._delay = CommitDelay(delay_s if engine.dialect.name == "sqlite" else 0.0)
         self._statements = RowStatements(engine.dialect)
         self._turns = WriterTurns.of(engine)
         self._max_batch = max_batch
@@ -203,16 +247,17 @@ class GroupCommit:
         """Commit the rows queued so far (up to the batch limit); wake their callers; then
         keep the lead if `leader`'s row is still queued, else pass it to the oldest caller
         waiting, or give it up. Under a burst, first wait for more rows (module docstring)."""
-        if self._delay_s and time.monotonic() - self._last_commit < BUSY_GAP_S:
-            time.sleep(self._delay_s)
+        waited = self._delay.wait()
         with self._state:
             batch = [self._pending.popleft()
                      for _ in range(min(len(self._pending), self._max_batch))]
+        if waited:
+            self._delay.gathered(len(batch))
         stopped = False
         try:
             with self._lock:
                 self._commit(batch)
-                self._last_commit = time.monotonic()
+                self._delay.committed()
         except BaseException as exc:  # (`_commit` answers database errors itself)
             stopped = True
             for item in batch:

@@ -223,3 +223,21 @@ def test_the_commit_delay_waits_only_while_commits_are_frequent(
     if engine.dialect.name == "postgresql":
         _burst(engine, writes, rows=10)
         assert slept == []
+
+
+def test_a_lone_caller_inserting_back_to_back_rarely_waits(
+        sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its commits are frequent but nobody joins them: after a few fruitless waits the
+    delay is skipped, then tried once in a while (each try costs the caller a wait)."""
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(group_commit.time, "sleep",
+                        lambda seconds: (slept.append(seconds), real_sleep(seconds)))
+    writes = GroupCommit(sqlite_engine)
+    inserts = 260
+    started = time.monotonic()
+    for i in range(inserts):
+        assert writes.insert(ledger(f"v0=sequence-{i}"))
+    elapsed = time.monotonic() - started
+    assert 0 < len(slept) <= inserts // 20, (len(slept), elapsed)  # 7 with the defaults
+    assert count(sqlite_engine, SeenRequest) == inserts
