@@ -581,12 +581,13 @@ class Listeners:
         (401). A channel message is stored before the answer, once: its timeline row is
         unique on the message's ts, so it needs no ledger row; a second delivery stores
         nothing and is answered 200 if it is Slack's retry (`X-Slack-Retry-Num`), 401
-        otherwise. Other requests are recorded in the replay ledger (Slack signs each of its
-        retries anew, so they pass); with a `Handoff`, commands, clicks and forms are recorded
-        after their listener ran, with the request when it has work. If the database is
-        down, Slack gets a 503 and delivers
-        the event again later, so nothing is lost. Socket Mode requests carry no signature
-        and skip the ledger.
+        otherwise. A stored message is answered here, without Bolt matching and running a
+        listener that would only acknowledge it (a busy channel's cost, per message). Other
+        requests are recorded in the replay ledger (Slack signs each of its retries anew, so
+        they pass); with a `Handoff`, commands, clicks and forms are recorded after their
+        listener ran, with the request when it has work. If the database is down, Slack gets
+        a 503 and delivers the event again later, so nothing is lost. Socket Mode requests
+        carry no signature and skip the ledger.
         """
         body = request.body
         event = body.get("event") if body.get("type") == "event_callback" else None
@@ -603,7 +604,9 @@ class Listeners:
             if not fresh and signature:
                 log.warning("Refused a replayed request")
                 return BoltResponse(status=401, body="")
-            if isinstance(event, dict) and message is None:
+            if message is not None:
+                return BoltResponse(status=200, body="")  # stored: nothing more to do
+            if isinstance(event, dict):
                 self._capture_change(event, signature)
         except SQLAlchemyError as exc:
             log.error("Timeline store unavailable; Slack will redeliver: %s",
@@ -634,7 +637,8 @@ class Listeners:
             raise
 
     def on_message(self, ack: Ack) -> None:
-        """Stored by `admit`; the listener only acknowledges."""
+        """Messages `admit` has not answered (not stored: a bot's, or outside incident
+        channels): only acknowledged."""
         ack()
 
     def on_other_event(self, ack: Ack) -> None:
