@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from incidentbot import group_commit
 from incidentbot.core import security, timeline
-from incidentbot.group_commit import GroupCommit, Row
+from incidentbot.group_commit import GroupCommit, Row, RowStatements
 from incidentbot.models import Incident, SeenRequest, TimelineEvent
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
@@ -73,6 +73,26 @@ def test_equal_keys_in_one_batch_make_one_row_and_one_winner(engine: Engine) -> 
         thread.join(30)
     assert sorted(winners) == sorted(f"v0=k{i}" for i in range(10))
     assert count(engine, SeenRequest) == 10
+
+
+def test_a_batch_says_of_each_row_whether_it_was_inserted(engine: Engine) -> None:
+    """A batch as a leader takes it, mixing two tables, a key stored before and keys given
+    twice (on PostgreSQL one multi-row statement per table): only the first row of each new
+    key is inserted, and each row is told so."""
+    incident_id = new_incident(engine)
+    assert GroupCommit(engine).insert(ledger("v0=stored"))
+    rows = [ledger("v0=a"), message(incident_id, "1700000000.000001"), ledger("v0=stored"),
+            ledger("v0=a"), message(incident_id, "1700000000.000001"),
+            message(incident_id, "1700000000.000002"), ledger("v0=b")]
+    connection = engine.raw_connection()
+    try:
+        inserted = RowStatements(engine.dialect).insert_all(connection.cursor(), rows)
+        connection.commit()
+    finally:
+        connection.close()
+    assert inserted == [True, True, False, False, False, True, True]
+    assert count(engine, SeenRequest) == 3
+    assert count(engine, TimelineEvent) == 2
 
 
 def test_concurrent_messages_of_two_tables_are_all_stored(engine: Engine) -> None:
