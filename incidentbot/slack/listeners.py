@@ -76,18 +76,17 @@ def register(
     """Attach every listener to the Bolt app; `work` runs what follows each ack (a `Handoff`
     stores it for a worker). A worker's app is `replaying` requests already admitted.
 
-    Bolt tries listeners in the order registered, so the busiest come first: channel
-    messages, then the slash command, then buttons and forms. Every listener Bolt tries
-    costs a matcher call that builds all of its injectable arguments (tens of µs), so there
-    is one listener per kind of request, dispatching on the button's `action_id` or the
-    form's `callback_id`: a click is matched at the fourth try rather than the ninth.
+    Bolt tries listeners in the order registered, and every listener it tries costs a
+    matcher call that builds all of its injectable arguments (tens of µs). So there is one
+    listener per kind of request, dispatching on the button's `action_id` or the form's
+    `callback_id`, and the kinds a person waits on come first: the slash command, buttons,
+    forms. Channel messages come after them: the busiest kind, but `admit` answers every
+    message it stores without a listener, and the rest (the bot's own posts) wait on nobody.
     """
     listeners = Listeners(flows, response, closing, paging, work)
     if not replaying:
         app.middleware(Admission(listeners.admit))
-    app.event("message")(listeners.on_message)
     app.command("/incident")(listeners.on_command)
-    app.event(one_of(OTHER_EVENTS))(listeners.on_other_event)
     buttons: dict[str, Callable[[Ack, dict[str, Any], dict[str, Any]], None]] = {
         blocks.POST_UPDATE: listeners.on_update_button,
         blocks.REMINDER_POST_UPDATE: listeners.on_update_button,
@@ -118,6 +117,9 @@ def register(
     @app.view(one_of(forms))
     def on_form(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         forms[view["callback_id"]](ack, body, view)
+
+    app.event("message")(listeners.on_message)
+    app.event(one_of(OTHER_EVENTS))(listeners.on_other_event)
 
 
 OTHER_EVENTS = ("reaction_added", "reaction_removed", "member_joined_channel")
