@@ -62,7 +62,7 @@ def per_event_us(app: Wsgi, channels: Sequence[str], count: int,
                  kind: str = "message") -> float:
     """Microseconds per request (a message event, or a card button click), one after
     another."""
-    make = _click if kind == "click" else _message
+    make = {"click": _click, "command": _command}.get(kind, _message)
     environs = [environ_for(make(channels[i % len(channels)], i)) for i in range(count)]
     started = time.perf_counter()
     for environ in environs:
@@ -74,16 +74,24 @@ def _message(channel: str, index: int) -> load.Request:
     return load.message_event(channel, USER, f"m {index}")
 
 
-_clicks = itertools.count()
+_triggers = itertools.count()
 
 
 def _click(channel: str, _index: int) -> load.Request:
     """A card button click (its work, opening a modal, is stored and left to a worker)."""
-    n = next(_clicks)
+    n = next(_triggers)
     return load.button_click(ASSIGN_ROLE, "1", channel_id=channel,
                              message_ts="1700000000.000001", user_id=USER,
                              trigger_id=f"hot-trigger-{n}",
                              response_url=f"https://hooks.slack.test/hot/{n}")
+
+
+def _command(channel: str, _index: int) -> load.Request:
+    """`/incident update` in an incident channel (its work, opening a modal, is stored)."""
+    n = next(_triggers)
+    return load.slash_command("update", channel_id=channel, user_id=USER,
+                              trigger_id=f"hot-trigger-{n}",
+                              response_url=f"https://hooks.slack.test/hot/{n}")
 
 
 def settings_for(url: str, fake: FakeSlack) -> Settings:
@@ -98,9 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--kind", choices=("message", "click"), default="message",
-                        help="click: the bot stores each click's work in the inbox for a "
-                             "worker process, as app.py's serving process does")
+    parser.add_argument("--kind", choices=("message", "click", "command"), default="message",
+                        help="click, command (`/incident update`): the bot stores each "
+                             "request's work in the inbox for a worker process, as app.py's "
+                             "serving process does")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with contextlib.ExitStack() as stack:
@@ -130,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_event_us(baseline, ids, 200, args.kind)
         base_us = min(per_event_us(baseline, ids, args.events, args.kind) for _ in range(3))
     what = {"message": ("message event", "message stored before the answer"),
-            "click": ("card button click", "click's work stored in the inbox")}[args.kind]
+            "click": ("card button click", "click's work stored in the inbox"),
+            "command": ("`/incident update`", "command's work stored in the inbox")}[args.kind]
     print(f"| target ({args.database}) | µs per {what[0]} | ratio |")
     print("|---|---:|---:|")
     print(f"| baseline (Bolt, ack only) | {base_us:.0f} | 1.00 |")
