@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import threading
 import time
 from collections import Counter, deque
@@ -120,6 +121,11 @@ class RowStatements:
                     stored[key] -= 1
                     inserted[index] = True
         return inserted
+
+    def one_statement(self, rows: Sequence[Row]) -> bool:
+        """Whether `insert_all` writes these rows with a single statement (PostgreSQL, one
+        table and set of columns)."""
+        return self._dialect.name == "postgresql" and len({_shape(row) for row in rows}) == 1
 
     def _insert_one(self, cursor: Any, row: Row) -> bool:
         statement = self.statement(_shape(row), 1)
@@ -230,6 +236,15 @@ class CommitDelay:
         self._last_commit = time.monotonic()
 
 
+def _closed_by_server(connection: Any) -> bool:
+    """Whether an idle PostgreSQL connection has something to read: nothing was asked, so
+    the server has said goodbye (it is shutting down) or closed the socket."""
+    try:
+        return bool(select.select([connection.dbapi_connection.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class _LostBeforeCommit(Exception):
     def __init__(self, error: DBAPIError) -> None:
         super().__init__(str(error))
@@ -249,6 +264,7 @@ class GroupCommit:
                  delay_s: float = COMMIT_DELAY_S) -> None:
         self._engine = engine
         self._delay = CommitDelay(delay_s if engine.dialect.name == "sqlite" else 0.0)
+        self._autocommit = engine.dialect.name == "postgresql"  # see `_write_once`
         self._statements = RowStatements(engine.dialect)
         self._turns = WriterTurns.of(engine)
         self._max_batch = max_batch
@@ -329,6 +345,16 @@ class GroupCommit:
         for item, inserted in zip(batch, results, strict=True):
             item.inserted, item.done = inserted, True
 
+    def _open(self) -> Any:
+        """This object's own driver connection; on PostgreSQL in autocommit mode, and so
+        detached from the pool (closed, never handed to anyone else, when dropped)."""
+        connection = self._engine.raw_connection()
+        if self._autocommit:
+            connection.detach()
+            connection.rollback()  # a pool's ping may have opened a transaction
+            connection.dbapi_connection.autocommit = True
+        return connection
+
     def close(self) -> None:
         """Give the connection back (at shutdown, before the engine is disposed)."""
         with self._lock:
@@ -354,20 +380,38 @@ class GroupCommit:
             raise lost.error from None
 
     def _write_once(self, batch: list[_Insert]) -> list[bool]:
-        """Driver errors are raised as SQLAlchemy's; a lost connection is dropped."""
+        """Driver errors are raised as SQLAlchemy's; a lost connection is dropped.
+
+        On PostgreSQL the connection is in autocommit mode: a batch of one table is one
+        statement, its own transaction (one round trip instead of three: `BEGIN`, the
+        insert, `COMMIT`); a batch of several tables is wrapped in `BEGIN` … `COMMIT`. A
+        connection the server has closed while it sat idle (a restart) is found before
+        anything is sent and replaced."""
         dialect = self._engine.dialect
+        if self._autocommit and self._connection is not None \
+                and _closed_by_server(self._connection):
+            log.warning("The database closed the connection; opening a new one")
+            self._drop_connection()
         if self._connection is None:
             try:
-                self._connection = self._engine.raw_connection()
+                self._connection = self._open()
             except dialect.loaded_dbapi.Error as exc:  # as `Engine.connect` would raise it
                 raise self._translated(exc) from exc
         connection, cursor, committing = self._connection, None, False
+        rows = [item.row for item in batch]
+        alone = self._autocommit and self._statements.one_statement(rows)
         taken = self._turns is not None and self._turns.take(ack_path=True)
         try:
             cursor = connection.cursor()
-            results = self._statements.insert_all(cursor, [item.row for item in batch])
+            if self._autocommit and not alone:
+                cursor.execute("BEGIN")
+            committing = alone  # that statement commits itself
+            results = self._statements.insert_all(cursor, rows)
             committing = True
-            connection.commit()
+            if self._autocommit and not alone:
+                cursor.execute("COMMIT")
+            elif not alone:
+                connection.commit()
             return results
         except dialect.loaded_dbapi.Error as exc:
             translated = self._translated(exc, connection, cursor)
