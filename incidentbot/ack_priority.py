@@ -95,6 +95,11 @@ def give_way(*_: object) -> None:
 
 
 def give_way_at_each_step(*engines: Engine) -> None:
-    """Call `give_way` before every statement on these engines (a worker process's)."""
+    """Call `give_way` before every statement on these engines (a worker process's).
+
+    Call it before any thread runs statements on them: SQLAlchemy's listener list is not
+    safe to extend while another thread iterates it (a reminder's confirmation, run by the
+    scheduler while a worker was still starting, failed with "deque mutated during
+    iteration", and the reminder stayed unconfirmed)."""
     for engine in dict.fromkeys(engines):
         event.listen(engine, "before_cursor_execute", give_way)

@@ -153,6 +153,8 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     # a serving process's commits leave SQLite's checkpoints to its worker process
     checkpoints = role != "front"
     engine = create_db_engine(settings.database_url, checkpoints=checkpoints)
+    if role == "worker":  # before any other thread runs statements (`give_way_at_each_step`)
+        give_way_at_each_step(engine)
     migrate(engine)
     priority = AckPriority()
     # nothing is answered in a worker process: it gives way to the serving process instead
@@ -185,7 +187,8 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     store = InboxStore.open(settings.database_url, engine, flows.writes,
                             checkpoints=checkpoints)
     if role == "worker":
-        give_way_at_each_step(engine, store.engine)
+        if store.engine is not engine:  # its own file: no thread has used it yet
+            give_way_at_each_step(store.engine)
         work: Executor = local
         app = replaying_app()
     else:

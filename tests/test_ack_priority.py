@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from incidentbot import ack_priority
 from incidentbot.ack_priority import AckPriority
+from incidentbot.reminders import ReminderScheduler
 from incidentbot.server import create_bot
 from incidentbot.slack.gateway import SlackGateway, build_client
 from tests.conftest import ALICE, BOT_TOKEN, RunningBot, make_settings
@@ -101,3 +103,23 @@ def test_a_worker_process_gives_way_at_each_statement_and_web_api_call(
             assert (yields.count(mine) - before >= 2) is gives_way, role
         finally:
             bot.close()
+
+
+def test_a_worker_gives_way_from_before_its_scheduler_runs(
+        fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listener is on the engine before the reminder scheduler's threads run statements
+    on it: SQLAlchemy's listener list is not safe to extend while another thread iterates
+    it (a reminder's confirmation once failed with "deque mutated during iteration")."""
+    registered: list[bool] = []
+    real_start = ReminderScheduler.start
+
+    def start(scheduler: ReminderScheduler) -> None:
+        registered.append(event.contains(scheduler._engine, "before_cursor_execute",
+                                         ack_priority.give_way))
+        real_start(scheduler)
+
+    monkeypatch.setattr(ReminderScheduler, "start", start)
+    settings = make_settings(f"sqlite:///{tmp_path / 'bot.db'}", fake)
+    bot = create_bot(settings, role="worker", wake=threading.Event(), worker="test:0/0")
+    bot.close()
+    assert registered == [True]

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from incidentbot.core import updates
 from incidentbot.models import Incident, StatusUpdate, TimelineEvent
 from incidentbot.slack import blocks
 from tests.conftest import ALICE, BOB, RunningBot, bot_running, make_settings
@@ -204,3 +207,26 @@ def test_escalation_without_broadcast_channel_goes_to_the_ic_by_dm(
 
         dm = eventually(dm_to_alice, timeout=20)[0]
         assert f"<#{incident.channel_id}>" in str(dm["text"])
+
+
+def test_a_reminder_whose_confirmation_fails_once_is_confirmed_on_a_retry(
+        running: RunningBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claimed reminder left unconfirmed would be posted again after the next restart:
+    a failed confirmation (here the database refusing the first attempt) is tried again."""
+    real_mark = updates.mark_reminder_posted
+    attempts: list[str] = []
+
+    def refused_once(session: Any, incident_id: int, claim_key: str, ts: str) -> None:
+        attempts.append(claim_key)
+        if len(attempts) == 1:
+            raise OperationalError("UPDATE timeline_events", {}, Exception("database is locked"))
+        real_mark(session, incident_id, claim_key, ts)
+
+    monkeypatch.setattr(updates, "mark_reminder_posted", refused_once)
+    incident = declare(running, "Confirm on retry")
+    running.driver.command("severity SEV1", user_id=ALICE, channel_id=incident.channel_id)
+    claim = eventually(lambda: [e for e in events(running, incident.id, "reminder")
+                                if e.slack_ts], timeout=15)[0]
+    assert attempts[:2] == [claim.dedupe_key, claim.dedupe_key]
+    posted = reminders_in(running, incident.channel_id)
+    assert [str(m["ts"]) for m in posted][:1] == [claim.slack_ts]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,8 @@ from incidentbot.slack.gateway import SlackCallFailed
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError, describe_slack_error
 
 log = logging.getLogger(__name__)
+
+CONFIRM_PAUSES_S = (0.2, 1.0)  # between tries to record a posted reminder
 
 # Message subtypes that are people talking; joins, topic changes and bot posts are not.
 HUMAN_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message"}
@@ -242,13 +245,22 @@ class ResponseWorkflows:
         self.flows.refresh(incident.id)
 
     def _confirm_reminder(self, incident_id: int, claim_key: str | None, ts: str) -> None:
+        """Record that the claimed reminder was posted, trying a few times: a claim left
+        unconfirmed is posted again after the next restart (`recover_reminders`)."""
         if claim_key is None:
             return
-        try:
-            with transaction(self.flows.sessions) as session:
-                updates.mark_reminder_posted(session, incident_id, claim_key, ts)
-        except Exception:
-            log.exception("Could not confirm the reminder of incident %s", incident_id)
+        for pause in (*CONFIRM_PAUSES_S, None):
+            try:
+                with transaction(self.flows.sessions) as session:
+                    updates.mark_reminder_posted(session, incident_id, claim_key, ts)
+                return
+            except Exception:
+                if pause is None:
+                    log.exception("Could not confirm the reminder of incident %s", incident_id)
+                    return
+                log.warning("Confirming the reminder of incident %s failed; trying again",
+                            incident_id, exc_info=True)
+                time.sleep(pause)
 
     def recover_reminders(self) -> int:
         """At start: post reminders that were claimed but never confirmed (a crash between
