@@ -100,6 +100,8 @@ def give_way_at_each_step(*engines: Engine) -> None:
     Call it before any thread runs statements on them: SQLAlchemy's listener list is not
     safe to extend while another thread iterates it (a reminder's confirmation, run by the
     scheduler while a worker was still starting, failed with "deque mutated during
-    iteration", and the reminder stayed unconfirmed)."""
-    for engine in dict.fromkeys(engines):
-        event.listen(engine, "before_cursor_execute", give_way)
+    iteration", and the reminder stayed unconfirmed). An engine given again is left as is.
+    """
+    for engine in engines:
+        if not event.contains(engine, "before_cursor_execute", give_way):
+            event.listen(engine, "before_cursor_execute", give_way)

@@ -187,8 +187,7 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     store = InboxStore.open(settings.database_url, engine, flows.writes,
                             checkpoints=checkpoints)
     if role == "worker":
-        if store.engine is not engine:  # its own file: no thread has used it yet
-            give_way_at_each_step(store.engine)
+        give_way_at_each_step(store.engine)  # its own file (SQLite): no thread used it yet
         work: Executor = local
         app = replaying_app()
     else:
