@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 BUSY_GAP_S = 0.001
 COMMIT_DELAY_S = 0.0003  # SQLite only: on PostgreSQL the commit's round trip already gathers
+IDLE_PROBE_S = 0.5  # PostgreSQL: a connection idle this long opens its batch with a `BEGIN`
 FRUITLESS_WAITS = 3  # waits in a row that gathered no other row ...
 SKIPPED_WAITS = 64  # ... after which this many are skipped before the next try
 
@@ -265,6 +266,7 @@ class GroupCommit:
         self._engine = engine
         self._delay = CommitDelay(delay_s if engine.dialect.name == "sqlite" else 0.0)
         self._autocommit = engine.dialect.name == "postgresql"  # see `_write_once`
+        self._used_at = -IDLE_PROBE_S  # monotonic time of the last batch written
         self._statements = RowStatements(engine.dialect)
         self._turns = WriterTurns.of(engine)
         self._max_batch = max_batch
@@ -384,22 +386,26 @@ class GroupCommit:
 
         On PostgreSQL the connection is in autocommit mode: a batch of one table is one
         statement, its own transaction (one round trip instead of three: `BEGIN`, the
-        insert, `COMMIT`); a batch of several tables is wrapped in `BEGIN` … `COMMIT`. A
-        connection the server has closed while it sat idle (a restart) is found before
-        anything is sent and replaced."""
+        insert, `COMMIT`). A connection the server has closed while it sat idle (a restart)
+        is found before anything is sent and replaced. One that died silently (a proxy or
+        the network dropped it) fails only when used, and a failed lone statement may have
+        committed; so after `IDLE_PROBE_S` without a batch, and for batches of several
+        tables, the batch is wrapped in `BEGIN` … `COMMIT`: a `BEGIN` that fails proves
+        nothing was committed, and the batch is written again on a new connection."""
         dialect = self._engine.dialect
         if self._autocommit and self._connection is not None \
                 and _closed_by_server(self._connection):
             log.warning("The database closed the connection; opening a new one")
             self._drop_connection()
+        recent = time.monotonic() - self._used_at < IDLE_PROBE_S
         if self._connection is None:
             try:
-                self._connection = self._open()
+                self._connection, recent = self._open(), True
             except dialect.loaded_dbapi.Error as exc:  # as `Engine.connect` would raise it
                 raise self._translated(exc) from exc
         connection, cursor, committing = self._connection, None, False
         rows = [item.row for item in batch]
-        alone = self._autocommit and self._statements.one_statement(rows)
+        alone = self._autocommit and recent and self._statements.one_statement(rows)
         taken = self._turns is not None and self._turns.take(ack_path=True)
         try:
             cursor = connection.cursor()
@@ -408,10 +414,9 @@ class GroupCommit:
             committing = alone  # that statement commits itself
             results = self._statements.insert_all(cursor, rows)
             committing = True
-            if self._autocommit and not alone:
-                cursor.execute("COMMIT")
-            elif not alone:
-                connection.commit()
+            if not alone:
+                cursor.execute("COMMIT") if self._autocommit else connection.commit()
+            self._used_at = time.monotonic()
             return results
         except dialect.loaded_dbapi.Error as exc:
             translated = self._translated(exc, connection, cursor)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from incidentbot import group_commit
 from incidentbot.models import TimelineEvent
 from tests.conftest import ALICE, BOB, _fresh_postgres_schema, bot_running, make_settings
 from tests.fakeslack import FakeSlack
@@ -71,6 +72,7 @@ def test_a_database_restart_between_requests_costs_no_answer(
     url, proxy = proxied_postgres
     with bot_running(make_settings(url, fake), fake) as running:
         incident = declare(running, "Restart between requests")
+        time.sleep(group_commit.IDLE_PROBE_S)  # idle: the next batch probes its connection
         proxy.cut()
         proxy.restore()
         event = running.driver.message_event(incident.channel_id, BOB, "after the restart",
