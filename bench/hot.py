@@ -139,8 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_event_us(baseline, ids, 200, args.kind)
         base_us = min(per_event_us(baseline, ids, args.events, args.kind) for _ in range(3))
     what = {"message": ("message event", "message stored before the answer"),
-            "click": ("card button click", "click's work stored in the inbox"),
-            "command": ("`/incident update`", "command's work stored in the inbox")}[args.kind]
+            "click": ("card button click", "click's work stored (spooled)"),
+            "command": ("`/incident update`", "command's work stored (spooled)")}[args.kind]
     print(f"| target ({args.database}) | µs per {what[0]} | ratio |")
     print("|---|---:|---:|")
     print(f"| baseline (Bolt, ack only) | {base_us:.0f} | 1.00 |")

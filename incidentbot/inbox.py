@@ -7,14 +7,14 @@ worker's writes of a declaration (an incident, its roles, timeline and reminders
 PostgreSQL, which locks rows, it is a table of the bot's database.
 
 The serving process stores a request here before Slack gets its answer (one insert, through
-`GroupCommit`, which is also that request's replay check); a worker claims it, replays it
-and marks it done. A serving process with a single worker stores each job already claimed
-by it (`assigned`), so that worker takes its jobs by reading: on SQLite, whose one writer
-at a time is shared by both processes, a write by the (lower-priority) worker is a write the
-next answer may wait for. A crash after the answer loses nothing: an unfinished claim
-lapses after `LEASE` and another worker takes the job again (the workflows are idempotent
-on the request's key). A job that failed `MAX_ATTEMPTS` times is left for a person to look
-at.
+`GroupCommit`, which is also that request's replay check; on SQLite, with a worker process,
+one append to a spool file instead, which the worker moves here: `incidentbot.spool`); a
+worker claims it, replays it and marks it done. A serving process with a single worker
+stores each job already claimed by it (`assigned`; the worker moves spooled records in
+claimed by itself), so that worker takes its jobs without claiming them. A crash after the answer
+loses nothing: an unfinished claim lapses after `LEASE` and another worker takes the job
+again (the workflows are idempotent on the request's key). A job that failed `MAX_ATTEMPTS`
+times is left for a person to look at.
 """
 
 from __future__ import annotations

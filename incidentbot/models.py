@@ -271,6 +271,17 @@ class InboxJob(Base):
     done_at: Mapped[datetime | None]
 
 
+class SpoolPosition(Base):
+    """How far a worker has moved the spool files of a serving process into the inbox
+    (`incidentbot.spool`): the file it reads and the offset of its next record."""
+
+    __tablename__ = "spool_positions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file: Mapped[int] = mapped_column(Integer, default=0)
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Page(Base):
     """Paging a service's on-call: primary, then secondary, then manager until acknowledged."""
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from slack_bolt import App
@@ -48,6 +49,7 @@ from incidentbot.slack.handoff import Handoff, InlineWork, Replayer
 from incidentbot.slack.paging import PagingWorkflows
 from incidentbot.slack.response import ResponseWorkflows
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError
+from incidentbot.spool import SpoolReader, SpoolWriter
 from incidentbot.worker import DoneMarker, DonePipe, InboxWorker, PipeWake, Wake, worker_name
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Bot:
     workers: WorkerProcesses | None = None
     checkpointer: Checkpointer | None = None
     done_marker: DoneMarker | None = None
+    spool: SpoolWriter | None = None
 
     def workers_alive(self) -> bool:
         return self.workers is None or self.workers.alive()
@@ -106,6 +109,8 @@ class Bot:
         if self.done_marker is not None:  # and it marks what they reported done
             self.done_marker.stop()
         self.reminders.shutdown()
+        if self.spool is not None:
+            self.spool.close()
         self.inbox_store.close()
         self.flows.writes.close()
         self.engine.dispose()
@@ -186,12 +191,15 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     worker = worker or (worker_name() if role == "all" else None)
     store = InboxStore.open(settings.database_url, engine, flows.writes,
                             checkpoints=checkpoints)
+    spool_base = _spool_base(store)
+    spool = SpoolWriter.open(spool_base, store.sessions, flows.clock) \
+        if spool_base and role == "front" and worker else None
     if role == "worker":
         give_way_at_each_step(store.engine)  # its own file (SQLite): no thread used it yet
         work: Executor = local
         app = replaying_app()
     else:
-        work = Handoff(local, store=lambda *job: _store(store, flows.clock, wake, worker, *job),
+        work = Handoff(local, store=_storing(store, spool, flows.clock, wake, worker),
                        remember=flows.remember_request)
         app = build_bolt_app(settings, flows, response, closing, paging, work)
     inbox_worker = None
@@ -199,9 +207,12 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         threading.Thread(target=flows.refresh_recent_cards, name="card-refresh",
                          daemon=True).start()
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
+        intake = SpoolReader(spool_base, worker).move \
+            if spool_base and role == "worker" and worker else None
         inbox_worker = InboxWorker(store.sessions, replay, wake, threads=settings.work_threads,
                                    clock=flows.clock, initializer=priority.mark_background,
-                                   name=worker, report_done=done.send if done else None)
+                                   name=worker, report_done=done.send if done else None,
+                                   intake=intake)
         inbox_worker.start()
     done_marker = None
     if role == "front" and done is not None:
@@ -211,7 +222,30 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     return Bot(settings=settings, engine=engine, flows=flows, response=response,
                reminders=reminders, alerts=AlertWorkflows(flows), app=app, work=work,
                priority=priority, inbox_store=store, inbox=inbox_worker, role=role,
-               checkpointer=_checkpointer(role, engine, store), done_marker=done_marker)
+               checkpointer=_checkpointer(role, engine, store), done_marker=done_marker,
+               spool=spool)
+
+
+def _spool_base(store: InboxStore) -> Path | None:
+    """The inbox's own SQLite file, beside which a serving process spools (`spool`)."""
+    found = engine_file(store.engine) if store.own_file else None
+    return Path(found) if found else None
+
+
+def _storing(store: InboxStore, spool: SpoolWriter | None, clock: Callable[[], datetime],
+             wake: Wake, worker: str | None) -> Callable[[str, str, str], bool]:
+    """How a serving process stores a request with work: in the spool (SQLite, with a
+    worker process to move it into the inbox), else in the inbox."""
+    if spool is None:
+        return lambda *job: _store(store, clock, wake, worker, *job)
+
+    def spooled(signature: str, body: str, content_type: str) -> bool:
+        fresh = spool.append(signature, body, content_type)
+        if fresh:
+            wake.set()
+        return fresh
+
+    return spooled
 
 
 def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer | None:

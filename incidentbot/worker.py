@@ -4,13 +4,15 @@ It runs in a worker process (`WORKER_PROCESSES`, the default) or, with none, as 
 the serving process. The serving process sets `wake` after storing a job; the worker also
 looks every `POLL_S`, for jobs whose claim lapsed or that another replica stored.
 
-In the steady state a worker process never writes the inbox: a serving process with one
-worker stores its jobs already claimed by it (`inbox.assigned`), and the worker hands the ids
-of finished jobs to its serving process (`DonePipe`) at most every `MARK_DONE_EVERY_S`, which
-marks them done and prunes the inbox (`DoneMarker`). On SQLite every write of the worker
-process is a write the next answer to Slack may queue behind (one writer at a time per
-file), and the CPU serves the worker after the serving process: a worker that marked its
-jobs done itself held that turn for milliseconds while declarations came in.
+A worker process does not claim or mark jobs in the inbox: a serving process with one worker
+stores its jobs already claimed by it (`inbox.assigned`; on SQLite it spools them and the
+worker moves them into the inbox, `incidentbot.spool`), and the worker hands the ids of
+finished jobs to its serving process (`DonePipe`) at most every `MARK_DONE_EVERY_S`, which
+marks them done and prunes the inbox (`DoneMarker`). When answers to Slack were inserts into
+the inbox, every write of the worker process was a write the next answer could queue behind
+(one writer at a time per SQLite file), and the CPU serves the worker after the serving
+process: a worker that marked its jobs done itself held that turn for milliseconds while
+declarations came in.
 """
 
 from __future__ import annotations
@@ -111,11 +113,14 @@ class InboxWorker:
                  *, threads: int, clock: Callable[[], datetime] = utcnow,
                  initializer: Callable[[], None] | None = None,
                  name: str | None = None,
-                 report_done: Callable[[list[int]], None] | None = None) -> None:
+                 report_done: Callable[[list[int]], None] | None = None,
+                 intake: Callable[[Session], int] | None = None) -> None:
         """`report_done`: where the ids of finished jobs go (`DonePipe.send` in a worker
         process, whose serving process marks them done and prunes); None: the worker marks
-        them done in the inbox and prunes it itself."""
+        them done in the inbox and prunes it itself. `intake`: brings jobs into the inbox
+        (claimed by this worker) in the transaction that takes them (`SpoolReader.move`)."""
         self._sessions = sessions
+        self._intake = intake
         self._report_done = report_done
         self._run = run
         self._wake = wake
@@ -218,6 +223,8 @@ class InboxWorker:
         """(jobs assigned to this worker, other jobs claimed), up to `limit` in all."""
         if limit <= 0:
             return [], []
+        if self._intake is not None:
+            self._intake(session)
         assigned = inbox.assigned(session, self.name, self._last_assigned or 0, limit)
         now = self._clock()
         if len(assigned) == limit or not inbox.any_claimable(session, now):

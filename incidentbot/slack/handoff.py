@@ -2,9 +2,10 @@
 
 The serving process runs each listener as before (parse, validate, ack), but what the
 listener asks to run after its ack is not run there: the request itself is stored in the
-inbox before Slack gets its answer, and a worker replays it through its own Bolt app, where
-the same listener runs again and does the work. So answers to Slack never share an
-interpreter with opening channels or modals, and acknowledged work survives a crash.
+inbox (or the spool that feeds it, `incidentbot.spool`) before Slack gets its answer, and a
+worker replays it through its own Bolt app, where the same listener runs again and does the
+work. So answers to Slack never share an interpreter with opening channels or modals, and
+acknowledged work survives a crash.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class Handoff(Executor):
 
     `dispatch` (around Bolt's) then stores the request in the inbox (`store`) and a worker
     replays it. Requests that cannot be stored (unsigned, from Socket Mode, or the database
-    refused the insert) run on `local` instead, so nothing acknowledged is dropped.
+    refused the insert, or the disk the spool) run on `local` instead, so nothing
+    acknowledged is dropped.
     """
 
     def __init__(self, local: Executor, store: Callable[[str, str, str], bool],
@@ -87,7 +89,7 @@ class Handoff(Executor):
         try:
             fresh = (self._store(signature, request.raw_body, _content_type(request)) if calls
                      else self._remember(signature))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             log.warning("Inbox unavailable (%s); running the work in this process",
                         type(exc).__name__)
             self._run_here(calls)

@@ -1,0 +1,205 @@
+"""The spool of a serving process on SQLite: one append per request, moved into the inbox by
+its worker, with nothing lost or run twice across restarts, torn records and a full disk."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from incidentbot.db import create_db_engine, migrate, transaction
+from incidentbot.group_commit import GroupCommit
+from incidentbot.inbox import InboxStore, assigned
+from incidentbot.models import InboxJob, SpoolPosition, utcnow
+from incidentbot.spool import (
+    HEAD,
+    RecentSignatures,
+    SpooledRequest,
+    SpoolReader,
+    SpoolWriter,
+    decode,
+    encode,
+    spool_files,
+)
+
+WORKER = "host:1/0"
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[InboxStore]:
+    engine: Engine = create_db_engine(f"sqlite:///{tmp_path / 'bot.db'}")
+    migrate(engine)
+    opened = InboxStore.open(f"sqlite:///{tmp_path / 'bot.db'}", engine, GroupCommit(engine))
+    yield opened
+    opened.close()
+    engine.dispose()
+
+
+def base_of(store: InboxStore) -> Path:
+    assert store.engine.url.database
+    return Path(store.engine.url.database)
+
+
+def writer(store: InboxStore, **kwargs: int) -> SpoolWriter:
+    return SpoolWriter.open(base_of(store), store.sessions, utcnow, **kwargs)
+
+
+def move(store: InboxStore, limit: int = 500) -> int:
+    with transaction(store.sessions) as session:
+        return SpoolReader(base_of(store), WORKER, limit).move(session)
+
+
+def bodies(store: InboxStore) -> list[str]:
+    with transaction(store.sessions) as session:
+        return [job.body for job in assigned(session, WORKER, 0, 10_000)]
+
+
+def test_a_record_decodes_to_what_was_encoded_and_a_torn_one_is_told_apart() -> None:
+    request = SpooledRequest("v0=abc", "payload=%7B%22type%22%3A%22x%22%7D ünïcode", FORM,
+                             utcnow().replace(microsecond=250_000))
+    record = encode(request)
+    assert decode(record + record) == ([request, request], 2 * len(record), False)
+    assert decode(record + record[:-1]) == ([request], len(record), False)  # still written
+    assert decode(record[:HEAD.size - 1]) == ([], 0, False)
+    flipped = bytearray(record)
+    flipped[-1] ^= 0xFF
+    assert decode(record + bytes(flipped)) == ([request], len(record), True)
+
+
+def test_a_spooled_request_reaches_the_inbox_claimed_by_the_worker_once(
+        store: InboxStore) -> None:
+    spool = writer(store)
+    assert spool.append("v0=1", "first", FORM) and spool.append("v0=2", "second", FORM)
+    assert not spool.append("v0=1", "first", FORM)  # a replay is refused
+    assert bodies(store) == []  # nothing is in the inbox until the worker moves it
+    assert move(store) == 2
+    assert move(store) == 0  # the position was recorded with the rows
+    assert bodies(store) == ["first", "second"]
+    with transaction(store.sessions) as session:
+        jobs = session.scalars(select(InboxJob)).all()
+        assert {job.claimed_by for job in jobs} == {WORKER}
+        assert all(job.attempts == 1 and job.done_at is None for job in jobs)
+    spool.close()
+
+
+def test_moves_take_at_most_the_limit_per_transaction(store: InboxStore) -> None:
+    spool = writer(store)
+    for i in range(7):
+        spool.append(f"v0={i}", f"body {i}", FORM)
+    assert [move(store, limit=3) for _ in range(4)] == [3, 3, 1, 0]
+    assert bodies(store) == [f"body {i}" for i in range(7)]
+    spool.close()
+
+
+def test_full_files_are_moved_in_order_then_deleted(store: InboxStore) -> None:
+    spool = writer(store, file_bytes=200)  # a new file every couple of records
+    for i in range(9):
+        spool.append(f"v0={i}", f"body {i} " + "x" * 60, FORM)
+    assert len(spool_files(base_of(store))) >= 4
+    assert move(store) == 9
+    move(store)  # the next move deletes the files before the position
+    assert len(spool_files(base_of(store))) == 1  # only the file being written is left
+    assert [b.split()[1] for b in bodies(store)] == [str(i) for i in range(9)]
+    spool.close()
+
+
+def test_a_restarted_server_refuses_replays_and_its_worker_loses_nothing(
+        store: InboxStore) -> None:
+    first = writer(store)
+    for i in range(3):
+        first.append(f"v0={i}", f"body {i}", FORM)
+    assert move(store, limit=2) == 2  # the worker moved two, then the server crashed
+    first.close()
+    second = writer(store)  # its restart: a new file after the first
+    assert len(spool_files(base_of(store))) == 2
+    assert not second.append("v0=0", "body 0", FORM)  # moved: known from the inbox
+    assert not second.append("v0=2", "body 2", FORM)  # not moved yet: known from the file
+    assert second.append("v0=3", "body 3", FORM)
+    assert move(store) == 2
+    assert bodies(store) == [f"body {i}" for i in range(4)]
+    second.close()
+
+
+def test_a_torn_record_at_the_end_of_a_finished_file_is_skipped(
+        store: InboxStore, caplog: pytest.LogCaptureFixture) -> None:
+    first = writer(store)
+    first.append("v0=1", "whole", FORM)
+    first.close()
+    [path] = spool_files(base_of(store)).values()
+    torn = encode(SpooledRequest("v0=2", "torn by a crash", FORM, utcnow()))
+    with path.open("ab") as file:
+        file.write(torn[:-3])
+    assert move(store) == 1
+    assert move(store) == 0  # still being written, as far as anyone knows
+    second = writer(store)  # the server restarts: the torn file is finished
+    second.append("v0=3", "after the restart", FORM)
+    with caplog.at_level(logging.WARNING, logger="incidentbot.spool"):
+        assert move(store) == 1
+    assert f"Skipped {len(torn) - 3} bytes at the end of {path.name} (a torn record)" \
+        in caplog.text
+    assert bodies(store) == ["whole", "after the restart"]
+    second.close()
+
+
+def test_a_worker_finds_the_files_of_a_server_that_restarted_before_it_moved_any(
+        store: InboxStore) -> None:
+    with transaction(store.sessions) as session:
+        session.add(SpoolPosition(id=1, file=5, offset=0))  # files 1-4 were moved, deleted
+    spool = writer(store)
+    assert list(spool_files(base_of(store))) == [6]
+    spool.append("v0=1", "body", FORM)
+    assert move(store) == 1
+    spool.close()
+
+
+def test_recent_signatures_are_forgotten_after_the_window() -> None:
+    now = [0.0]
+    recent = RecentSignatures(window_s=10, clock=lambda: now[0])
+    assert recent.add("a") and not recent.add("a")
+    now[0] = 5.0
+    assert recent.add("b")
+    now[0] = 10.5
+    assert recent.add("a") and not recent.add("b") and len(recent) == 2
+
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    from incidentbot.spool import RecentSignatures, SpoolWriter, decode
+    from incidentbot.models import utcnow
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    base = Path(sys.argv[1])
+    spool = SpoolWriter(base, 1, RecentSignatures(), utcnow)
+    spool.append("v0=1", "x" * 1000, "f")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, hard))  # 'the disk is full'
+    try:
+        spool.append("v0=2", "y" * 1000, "f")
+    except OSError as exc:
+        print("refused:", exc.strerror)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    print("retried:", spool.append("v0=2", "y" * 1000, "f"))
+    [path] = base.parent.glob(base.name + "-spool-*")
+    records, used, bad = decode(path.read_bytes())
+    print("stored:", [r.signature for r in records], used == path.stat().st_size, bad)
+""")
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_record(tmp_path: Path) -> None:
+    """The append fails (the request's work then runs in the serving process, see
+    `Handoff`), the file is cut back to its last whole record, and the same request can be
+    stored once there is room again."""
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "bot-inbox.db")],
+                            capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "refused: the spool file is full", "retried: True",
+        "stored: ['v0=1', 'v0=2'] True False"]
