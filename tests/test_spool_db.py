@@ -4,9 +4,11 @@ its worker, with nothing lost or run twice across restarts, torn records and a f
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from incidentbot.db import create_db_engine, migrate, transaction
 from incidentbot.group_commit import GroupCommit
 from incidentbot.inbox import InboxStore, assigned
 from incidentbot.models import InboxJob, SpoolPosition, utcnow
+from incidentbot.server import create_bot, make_http_server, stop_http_server
 from incidentbot.spool import (
     HEAD,
     RecentSignatures,
@@ -27,6 +30,10 @@ from incidentbot.spool import (
     encode,
     spool_files,
 )
+from tests.conftest import ALICE, SIGNING_SECRET, make_settings
+from tests.driver import SlackDriver
+from tests.fakeslack import FakeSlack
+from tests.helpers import eventually
 
 WORKER = "host:1/0"
 FORM = "application/x-www-form-urlencoded"
@@ -203,3 +210,33 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_record(tmp_path: Pat
     assert result.stdout.splitlines() == [
         "refused: the spool file is full", "retried: True",
         "stored: ['v0=1', 'v0=2'] True False"]
+
+
+def test_a_request_the_spool_cannot_take_is_worked_on_in_the_serving_process(
+        tmp_path: Path, fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    """A serving process (no worker runs) whose spool write fails still answers and does
+    the work itself, rather than acknowledging work that nobody will do."""
+    settings = make_settings(f"sqlite:///{tmp_path / 'bot.db'}", fake)
+    bot = create_bot(settings, role="front", wake=threading.Event(), worker="host:1/0")
+    server = make_http_server(bot, host="127.0.0.1", port=0)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        assert bot.spool is not None
+        driver = SlackDriver(f"http://127.0.0.1:{server.effective_port}/slack/events",
+                             SIGNING_SECRET, fake)
+        assert driver.command("declare Spooled", user_id=ALICE, channel_id="CGENERAL")\
+            .status == 200
+        read_only = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(read_only, bot.spool._fd)  # the spool's writes now fail (EBADF)
+        os.close(read_only)
+        with caplog.at_level(logging.WARNING, logger="incidentbot.slack.handoff"):
+            assert driver.command("declare Not spooled", user_id=ALICE,
+                                  channel_id="CGENERAL").status == 200
+            eventually(lambda: [c for c in fake.channels() if c["name"].endswith(
+                "not-spooled")])
+        assert "Inbox unavailable (OSError); running the work in this process" in caplog.text
+        # the first waits in the spool for a worker
+        assert not [c for c in fake.channels() if c["name"].split("-", 2)[2] == "spooled"]
+    finally:
+        stop_http_server(server)
+        bot.close()
