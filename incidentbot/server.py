@@ -234,18 +234,21 @@ def _spool_base(store: InboxStore) -> Path | None:
 
 def _storing(store: InboxStore, spool: SpoolWriter | None, clock: Callable[[], datetime],
              wake: Wake, worker: str | None) -> Callable[[str, str, str], bool]:
-    """How a serving process stores a request with work: in the spool (SQLite, with a
-    worker process to move it into the inbox), else in the inbox."""
-    if spool is None:
-        return lambda *job: _store(store, clock, wake, worker, *job)
+    """How a serving process stores a request with work (False: stored before, a replay),
+    then wakes a worker: in the spool (SQLite, with a worker process to move it into the
+    inbox), else in the inbox, claimed by `worker`."""
 
-    def spooled(signature: str, body: str, content_type: str) -> bool:
-        fresh = spool.append(signature, body, content_type)
+    def put(signature: str, body: str, content_type: str) -> bool:
+        if spool is not None:
+            fresh = spool.append(signature, body, content_type)
+        else:
+            fresh = store.writes.insert(Row(INBOX_TABLE, inbox.job_row(
+                signature, body, content_type, clock(), worker), INBOX_KEY))
         if fresh:
             wake.set()
         return fresh
 
-    return spooled
+    return put
 
 
 def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer | None:
@@ -258,17 +261,6 @@ def _checkpointer(role: str, engine: Engine, store: InboxStore) -> Checkpointer 
     checkpointer = Checkpointer(files)
     checkpointer.start()
     return checkpointer
-
-
-def _store(store: InboxStore, clock: Callable[[], datetime], wake: Wake, worker: str | None,
-           signature: str, body: str, content_type: str) -> bool:
-    """Store a request in the inbox (False: stored before, a replay), claimed by `worker`,
-    and wake a worker."""
-    fresh = store.writes.insert(Row(
-        INBOX_TABLE, inbox.job_row(signature, body, content_type, clock(), worker), INBOX_KEY))
-    if fresh:
-        wake.set()
-    return fresh
 
 
 class WsgiApp:

@@ -239,10 +239,7 @@ def _create_after(base: Path, number: int) -> tuple[int, int]:
 
 def read_all(path: Path, offset: int = 0) -> list[SpooledRequest]:
     """Every whole record of a file from `offset` (none if it is gone)."""
-    try:
-        data = path.read_bytes()[offset:]
-    except FileNotFoundError:
-        return []
+    data = _read_from(path, offset)
     records, _used, _bad = decode(data, limit=len(data))
     return records
 
