@@ -168,7 +168,14 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     # the commit delay gathers the rows of answers waiting; a worker's steps answer nothing
     writes = GroupCommit(engine, delay_s=0.0) if role == "worker" else GroupCommit(engine)
     flows = IncidentWorkflows(settings, session_factory(engine), gateway, writes=writes)
-    response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id())
+    worker = worker or (worker_name() if role == "all" else None)
+    store = InboxStore.open(settings.database_url, engine, flows.writes,
+                            checkpoints=checkpoints)
+    spool_base = _spool_base(store)
+    wake = wake if wake is not None else threading.Event()
+    spool = SpoolWriter.open(spool_base, store.sessions, flows.clock, wake=wake.set) \
+        if spool_base and role == "front" and worker else None
+    response = ResponseWorkflows(flows, bot_user_id=gateway.bot_user_id(), spool=spool)
     closing = ClosingWorkflows(flows)
     paging = PagingWorkflows(flows)
     reminders = ReminderScheduler(engine, response.fire_reminder, closing.postmortem_due,
@@ -180,7 +187,6 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
     reminders.on("stale", response.nudge_stale)
     flows.reminders = reminders
     reminders.start()
-    wake = wake if wake is not None else threading.Event()
     local = ThreadPoolExecutor(settings.work_threads, thread_name_prefix="work",
                                initializer=priority.mark_background)
 
@@ -188,12 +194,6 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         return build_bolt_app(settings, flows, response, closing, paging, InlineWork(),
                               replaying=True)
 
-    worker = worker or (worker_name() if role == "all" else None)
-    store = InboxStore.open(settings.database_url, engine, flows.writes,
-                            checkpoints=checkpoints)
-    spool_base = _spool_base(store)
-    spool = SpoolWriter.open(spool_base, store.sessions, flows.clock) \
-        if spool_base and role == "front" and worker else None
     if role == "worker":
         give_way_at_each_step(store.engine)  # its own file (SQLite): no thread used it yet
         work: Executor = local
@@ -207,7 +207,7 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         threading.Thread(target=flows.refresh_recent_cards, name="card-refresh",
                          daemon=True).start()
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
-        intake = SpoolReader(spool_base, worker).move \
+        intake = SpoolReader(spool_base, worker, flows.sessions).move \
             if spool_base and role == "worker" and worker else None
         inbox_worker = InboxWorker(store.sessions, replay, wake, threads=settings.work_threads,
                                    clock=flows.clock, initializer=priority.mark_background,
@@ -235,15 +235,14 @@ def _spool_base(store: InboxStore) -> Path | None:
 def _storing(store: InboxStore, spool: SpoolWriter | None, clock: Callable[[], datetime],
              wake: Wake, worker: str | None) -> Callable[[str, str, str], bool]:
     """How a serving process stores a request with work (False: stored before, a replay),
-    then wakes a worker: in the spool (SQLite, with a worker process to move it into the
-    inbox), else in the inbox, claimed by `worker`."""
+    and wakes a worker: in the spool (SQLite, with a worker process to move it into the
+    inbox; the spool wakes it), else in the inbox, claimed by `worker`."""
 
     def put(signature: str, body: str, content_type: str) -> bool:
         if spool is not None:
-            fresh = spool.append(signature, body, content_type)
-        else:
-            fresh = store.writes.insert(Row(INBOX_TABLE, inbox.job_row(
-                signature, body, content_type, clock(), worker), INBOX_KEY))
+            return spool.append(signature, body, content_type)
+        fresh = store.writes.insert(Row(INBOX_TABLE, inbox.job_row(
+            signature, body, content_type, clock(), worker), INBOX_KEY))
         if fresh:
             wake.set()
         return fresh

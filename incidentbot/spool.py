@@ -16,32 +16,46 @@ a new one at every start and when one passes `FILE_BYTES`, so a file with a late
 it is complete and, once moved, deleted. Replays are refused from memory (`RecentSignatures`,
 loaded at start from the inbox and the files not moved yet), as the inbox's unique signature
 refused them before.
+
+A channel message is spooled too, as its timeline row (`SpoolWriter.append_row`), keyed on
+what the row is unique on (a message's ts in its incident), so that Slack's retry of a
+message spooled within the window stores nothing and a replay is told apart as before. The
+worker inserts those rows into the bot's database (`INSERT … ON CONFLICT DO NOTHING`) and
+commits them before the position that passes them, so a crash between the two commits only
+inserts them again, which stores nothing. A change to a message (a deletion, a key-event
+reaction) that finds no row waits for the worker to move what was spooled before it
+(`SpoolWriter.wait_moved`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, event, select, update
+from sqlalchemy import Connection, DateTime, Insert, Table, event, select, update
 from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeEngine
 
 from incidentbot import inbox
 from incidentbot.core.security import REPLAY_WINDOW
 from incidentbot.db import transaction
-from incidentbot.models import InboxJob, SpoolPosition
+from incidentbot.group_commit import Row
+from incidentbot.models import Base, InboxJob, SpoolPosition
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,13 @@ FILE_BYTES = 8 * 1024 * 1024
 MOVE_LIMIT = 500  # records moved per transaction
 POSITION_ID = 1
 POSITIONS = SpoolPosition.__table__
+ROW_TYPE = "incidentbot-row;"  # a record's content type: a row, `ROW_TYPE<table>;<unique>`
+MOVED_WAIT_S = 1.5  # how long a change to a message not found waits for the worker's move
+MOVED_POLL_S = 0.005
+
+
+class SpoolBehind(Exception):
+    """The worker has not moved what was spooled before a change that needs it."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,39 @@ class SpooledRequest:
     body: str
     content_type: str
     received_at: datetime
+
+
+def row_request(row: Row, received_at: datetime) -> SpooledRequest:
+    """A row to insert as a spool record, keyed (its `signature`) on its unique columns."""
+    content_type = f"{ROW_TYPE}{row.table.name};{','.join(row.unique)}"
+    return SpooledRequest(row_key(row.table, [row.values[column] for column in row.unique]),
+                          json.dumps(row.values, default=_iso), content_type, received_at)
+
+
+def row_key(table: Table, unique_values: Iterable[object]) -> str:
+    """What a spooled row is known by: its table and the values of its unique columns."""
+    return "\x1f".join([table.name, *map(str, unique_values)])
+
+
+def request_row(request: SpooledRequest) -> Row:
+    """The row a record of `row_request` carries."""
+    name, _, unique = request.content_type[len(ROW_TYPE):].partition(";")
+    table = Base.metadata.tables[name]
+    values: dict[str, Any] = json.loads(request.body)
+    for column in table.columns:
+        if isinstance(values.get(column.name), str) and _holds_datetimes(column.type):
+            values[column.name] = datetime.fromisoformat(values[column.name])
+    return Row(table, values, tuple(unique.split(",")))
+
+
+def _holds_datetimes(kind: TypeEngine[Any]) -> bool:
+    return isinstance(getattr(kind, "impl_instance", kind), DateTime)  # or a TypeDecorator's
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not stored in a spooled row")
 
 
 def encode(request: SpooledRequest) -> bytes:
@@ -135,6 +189,9 @@ class RecentSignatures:
         self._expiry[signature] = now + self._window_s
         return True
 
+    def __contains__(self, signature: str) -> bool:
+        return signature in self._expiry
+
     def discard(self, signature: str) -> None:
         self._expiry.pop(signature, None)
 
@@ -151,23 +208,33 @@ class RecentSignatures:
 
 
 class SpoolWriter:
-    """A serving process's side: `append` a request (False: a replay), in one `write`."""
+    """A serving process's side: `append` a request or `append_row` a row (False: a replay,
+    or a row spooled before), in one `write`."""
 
     def __init__(self, base: Path, number: int, recent: RecentSignatures,
-                 clock: Callable[[], datetime], file_bytes: int = FILE_BYTES) -> None:
+                 clock: Callable[[], datetime], sessions: sessionmaker[Session],
+                 file_bytes: int = FILE_BYTES, *,
+                 left_until: tuple[int, int] | None = None,
+                 wake: Callable[[], None] | None = None) -> None:
+        """`left_until`: where the records an earlier process spooled end; `wake`: called
+        after each record appended (the worker's wake-up)."""
         self._base = base
         self._recent = recent
         self._clock = clock
+        self._sessions = sessions
         self._file_bytes = file_bytes
         self._lock = threading.Lock()
         self._number, self._fd = _create_after(base, number - 1)
         self._size = 0
+        self._written = left_until  # where the last record appended ends
+        self._wake = wake
 
     @classmethod
     def open(cls, base: Path, sessions: sessionmaker[Session], clock: Callable[[], datetime],
-             file_bytes: int = FILE_BYTES) -> SpoolWriter:
+             file_bytes: int = FILE_BYTES,
+             wake: Callable[[], None] | None = None) -> SpoolWriter:
         """Start a new file after every existing one, remembering the signatures of the
-        inbox's recent requests and of the records its worker has not moved yet."""
+        inbox's recent requests and the keys of the records its worker has not moved yet."""
         recent = RecentSignatures()
         with transaction(sessions) as session:
             first, offset = read_position(session.connection()) or (0, 0)
@@ -177,24 +244,59 @@ class SpoolWriter:
                     .order_by(InboxJob.id)):
                 recent.add(signature)
         files = spool_files(base)
+        left_until = None
         for number, path in files.items():
             if number >= first:
                 for request in read_all(path, offset if number == first else 0):
                     recent.add(request.signature)
-        return cls(base, max([first, *files]) + 1, recent, clock, file_bytes)
+                left_until = (number, _size(path))
+        return cls(base, max([first, *files]) + 1, recent, clock, sessions, file_bytes,
+                   left_until=left_until, wake=wake)
 
     def append(self, signature: str, body: str, content_type: str) -> bool:
-        record = encode(SpooledRequest(signature, body, content_type, self._clock()))
+        return self._append(SpooledRequest(signature, body, content_type, self._clock()))
+
+    def append_row(self, row: Row) -> bool:
+        """Spool a row for the worker to insert; False if one with the same unique values
+        was spooled within the replay window (Slack's retry of a message, or a replay)."""
+        return self._append(row_request(row, self._clock()))
+
+    def holds(self, key: str) -> bool:
+        """Whether a row known by `key` (`row_key`) was spooled within the replay window."""
+        return key in self._recent
+
+    def wait_moved(self, timeout_s: float = MOVED_WAIT_S) -> None:
+        """Return once the worker has moved every record appended so far; `SpoolBehind` if
+        it has not within `timeout_s`."""
         with self._lock:
-            if not self._recent.add(signature):
+            target = self._written
+        if target is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._sessions() as session:
+                moved = read_position(session.connection()) or (0, 0)
+            if moved >= target:
+                return
+            if time.monotonic() >= deadline:
+                raise SpoolBehind(f"the worker has moved the spool to {moved}, not {target}")
+            time.sleep(MOVED_POLL_S)
+
+    def _append(self, request: SpooledRequest) -> bool:
+        record = encode(request)
+        with self._lock:
+            if not self._recent.add(request.signature):
                 return False
             try:
                 self._write(record)
             except OSError:
-                self._recent.discard(signature)
+                self._recent.discard(request.signature)
                 raise
+            self._written = (self._number, self._size)
             if self._size >= self._file_bytes:
                 self._next_file()
+        if self._wake is not None:
+            self._wake()
         return True
 
     def close(self) -> None:
@@ -245,17 +347,20 @@ def read_all(path: Path, offset: int = 0) -> list[SpooledRequest]:
 
 
 class SpoolReader:
-    """A worker's side: `move` the records its serving process spooled into the inbox.
+    """A worker's side: `move` the records its serving process spooled into the inbox, and
+    the rows into the bot's database (`rows`).
 
     Statements go through SQLAlchemy Core on the session's connection: through the ORM a
     move of one record took 3 ms of CPU. After a move that found nothing new, the next one
     first compares the file's size with the end it reached, without a statement (a worker
     looks after every job it finishes)."""
 
-    def __init__(self, base: Path, worker: str, limit: int = MOVE_LIMIT) -> None:
+    def __init__(self, base: Path, worker: str, rows: sessionmaker[Session],
+                 limit: int = MOVE_LIMIT) -> None:
         self._base = base
         self._worker = worker
         self._limit = limit
+        self._rows = rows
         self._idle_at: tuple[Path, int] | None = None  # (file, size) a move found no more in
         self._committed: tuple[int, int] | None = None  # the position, as last committed
 
@@ -301,16 +406,49 @@ class SpoolReader:
         self._committed = committed
 
     def _insert(self, connection: Connection, records: list[SpooledRequest]) -> None:
-        if records:
+        """Rows first, committed (in the bot's database) before the position that passes
+        them; then the requests, claimed by this worker, in the inbox's transaction."""
+        jobs = [r for r in records if not r.content_type.startswith(ROW_TYPE)]
+        if len(jobs) < len(records):
+            self._insert_rows([request_row(r) for r in records
+                               if r.content_type.startswith(ROW_TYPE)])
+        if jobs:
             connection.execute(_INSERT, [
                 inbox.job_row(r.signature, r.body, r.content_type, r.received_at, self._worker)
-                for r in records])
+                for r in jobs])
+
+    def _insert_rows(self, rows: list[Row]) -> None:
+        """In one transaction; if the database refuses one (its incident is gone, say), one
+        transaction each, dropping the refused ones with an error: one bad row must not hold
+        up all that follows it."""
+        try:
+            self._insert_in_one(rows)
+        except IntegrityError:
+            for row in rows:
+                try:
+                    self._insert_in_one([row])
+                except IntegrityError as exc:
+                    log.error("Dropped a spooled %s row the database refuses (%s): %s",
+                              row.table.name, type(exc.orig).__name__, dict(row.values))
+
+    def _insert_in_one(self, rows: list[Row]) -> None:
+        batches: dict[tuple[Table, tuple[str, ...]], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            batches.setdefault((row.table, row.unique), []).append(row.values)
+        with transaction(self._rows) as session:
+            connection = session.connection()
+            for (table, unique), values in batches.items():
+                connection.execute(_insert_ignoring(table, unique), values)
 
     @staticmethod
     def _delete_before(number: int, files: dict[int, Path]) -> None:
         for older in [n for n in files if n < number]:
             with contextlib.suppress(FileNotFoundError):
                 files.pop(older).unlink()
+
+
+def _insert_ignoring(table: Table, unique: tuple[str, ...]) -> Insert:
+    return insert(table).on_conflict_do_nothing(index_elements=list(unique))
 
 
 _INSERT = insert(InboxJob.__table__).on_conflict_do_nothing(index_elements=list(inbox.INBOX_KEY))

@@ -136,6 +136,7 @@ class InboxWorker:
         self._next_prune = 0.0
         self._next_mark = 0.0
         self._last_assigned: int | None = None  # id of the last assigned job taken
+        self._moved = 0  # records the intake brought in at the last take
         self.name = name or worker_name()
 
     def start(self) -> None:
@@ -168,8 +169,8 @@ class InboxWorker:
                 with self._lock:
                     self._busy += 1
                 self._pool.submit(self._run_one, job)
-            if len(jobs) < free or free <= 0:
-                self._wake.wait(POLL_S)
+            if (len(jobs) < free or free <= 0) and not self._moved:
+                self._wake.wait(POLL_S)  # (after a move, look again: more may be spooled)
             self._prune_now_and_then()
 
     def _release_dead_claims(self, *, own: bool) -> None:
@@ -190,6 +191,7 @@ class InboxWorker:
         """Mark the jobs finished so far done (every `MARK_DONE_EVERY_S`, or when stopping:
         `limit` 0), then take up to `limit` more: those assigned to this worker, then any
         other claimable (a job run but not yet marked when the process dies runs again)."""
+        self._moved = 0
         marking = limit <= 0 or time.monotonic() >= self._next_mark
         with self._lock:
             finished, self._finished = (self._finished, []) if marking else ([], self._finished)
@@ -200,7 +202,7 @@ class InboxWorker:
             except OSError as exc:  # the serving process is gone: they will run again
                 log.warning("Could not report %d finished job(s): %s", len(finished), exc)
             finished = []
-        if not finished and limit <= 0:
+        if not finished and limit <= 0 and self._intake is None:
             return []
         try:
             with transaction(self._sessions) as session:
@@ -220,11 +222,12 @@ class InboxWorker:
         return assigned + claimed
 
     def _take(self, session: Session, limit: int) -> tuple[list[Job], list[Job]]:
-        """(jobs assigned to this worker, other jobs claimed), up to `limit` in all."""
+        """(jobs assigned to this worker, other jobs claimed), up to `limit` in all. The
+        intake runs whatever the limit: the rows it brings in are waited on by no thread."""
+        if self._intake is not None:
+            self._moved = self._intake(session)
         if limit <= 0:
             return [], []
-        if self._intake is not None:
-            self._intake(session)
         assigned = inbox.assigned(session, self.name, self._last_assigned or 0, limit)
         now = self._clock()
         if len(assigned) == limit or not inbox.any_claimable(session, now):

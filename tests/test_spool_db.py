@@ -18,11 +18,12 @@ from sqlalchemy import Engine, select
 from incidentbot.db import create_db_engine, migrate, transaction
 from incidentbot.group_commit import GroupCommit
 from incidentbot.inbox import InboxStore, assigned
-from incidentbot.models import InboxJob, SpoolPosition, utcnow
+from incidentbot.models import InboxJob, SpoolPosition, TimelineEvent, utcnow
 from incidentbot.server import create_bot, make_http_server, stop_http_server
 from incidentbot.spool import (
     HEAD,
     RecentSignatures,
+    SpoolBehind,
     SpooledRequest,
     SpoolReader,
     SpoolWriter,
@@ -34,6 +35,7 @@ from tests.conftest import ALICE, SIGNING_SECRET, make_settings
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
+from tests.test_group_commit_db import message, new_incident
 
 WORKER = "host:1/0"
 FORM = "application/x-www-form-urlencoded"
@@ -60,7 +62,7 @@ def writer(store: InboxStore, **kwargs: int) -> SpoolWriter:
 
 def move(store: InboxStore, limit: int = 500) -> int:
     with transaction(store.sessions) as session:
-        return SpoolReader(base_of(store), WORKER, limit).move(session)
+        return SpoolReader(base_of(store), WORKER, store.sessions, limit).move(session)
 
 
 def bodies(store: InboxStore) -> list[str]:
@@ -93,6 +95,64 @@ def test_a_spooled_request_reaches_the_inbox_claimed_by_the_worker_once(
         jobs = session.scalars(select(InboxJob)).all()
         assert {job.claimed_by for job in jobs} == {WORKER}
         assert all(job.attempts == 1 and job.done_at is None for job in jobs)
+    spool.close()
+
+
+def texts(store: InboxStore) -> list[str]:
+    with transaction(store.sessions) as session:
+        return list(session.scalars(select(TimelineEvent.text).order_by(TimelineEvent.id)))
+
+
+def test_spooled_rows_reach_their_table_once_beside_the_requests(store: InboxStore) -> None:
+    incident = new_incident(store.engine)
+    spool = writer(store)
+    assert spool.append_row(message(incident, "1.0001", "first message"))
+    assert spool.append("v0=1", "a request", FORM)
+    assert spool.append_row(message(incident, "1.0002", "second message"))
+    assert not spool.append_row(message(incident, "1.0001", "first message"))  # a retry
+    assert texts(store) == []
+    assert move(store) == 3
+    assert texts(store) == ["first message", "second message"]
+    assert bodies(store) == ["a request"]
+    with transaction(store.sessions) as session:
+        row = session.scalars(select(TimelineEvent)).first()
+        assert row is not None and row.occurred_at.tzinfo is not None and row.actor_id == "U1"
+    spool.close()
+    again = writer(store)  # a restart: the keys of moved rows are not reloaded ...
+    assert again.append_row(message(incident, "1.0002", "second message"))
+    assert move(store) == 1
+    assert texts(store) == ["first message", "second message"]  # ... and nothing is doubled
+    again.close()
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_are_moved(
+        store: InboxStore, caplog: pytest.LogCaptureFixture) -> None:
+    incident = new_incident(store.engine)
+    spool = writer(store)
+    spool.append_row(message(incident, "2.0001", "before"))
+    spool.append_row(message(incident + 1000, "2.0002", "of an incident that is gone"))
+    spool.append_row(message(incident, "2.0003", "after"))
+    with caplog.at_level(logging.ERROR, logger="incidentbot.spool"):
+        assert move(store) == 3
+    assert "Dropped a spooled timeline_events row the database refuses" in caplog.text
+    assert texts(store) == ["before", "after"]
+    assert move(store) == 0
+    spool.close()
+
+
+def test_waiting_for_the_move_returns_once_the_worker_has_moved_what_came_before(
+        store: InboxStore) -> None:
+    incident = new_incident(store.engine)
+    spool = writer(store)
+    spool.wait_moved(timeout_s=0.0)  # nothing spooled: nothing to wait for
+    spool.append_row(message(incident, "3.0001"))
+    with pytest.raises(SpoolBehind):
+        spool.wait_moved(timeout_s=0.05)
+    mover = threading.Timer(0.1, move, args=(store,))
+    mover.start()
+    spool.wait_moved(timeout_s=5)
+    assert texts(store) == ["m 3.0001"]
+    mover.join()
     spool.close()
 
 
@@ -181,9 +241,10 @@ FULL_DISK = textwrap.dedent("""
     from pathlib import Path
     from incidentbot.spool import RecentSignatures, SpoolWriter, decode
     from incidentbot.models import utcnow
+    from sqlalchemy.orm import sessionmaker
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     base = Path(sys.argv[1])
-    spool = SpoolWriter(base, 1, RecentSignatures(), utcnow)
+    spool = SpoolWriter(base, 1, RecentSignatures(), utcnow, sessionmaker())
     spool.append("v0=1", "x" * 1000, "f")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1500, hard))  # 'the disk is full'

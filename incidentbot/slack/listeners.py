@@ -63,6 +63,7 @@ from incidentbot.slack.workflows import (
     UserFacingError,
     describe_slack_error,
 )
+from incidentbot.spool import SpoolBehind
 
 log = logging.getLogger(__name__)
 
@@ -581,10 +582,11 @@ class Listeners:
         Bolt has checked the signature and that its timestamp is under 5 minutes old; a
         correctly signed request captured and sent again within that window is refused here
         (401). A channel message is stored before the answer, once: its timeline row is
-        unique on the message's ts, so it needs no ledger row; a second delivery stores
-        nothing and is answered 200 if it is Slack's retry (`X-Slack-Retry-Num`), 401
-        otherwise. A stored message is answered here, without Bolt matching and running a
-        listener that would only acknowledge it (a busy channel's cost, per message). Other
+        unique on the message's ts, so it needs no ledger row (on SQLite with a worker
+        process it is spooled, see `incidentbot.spool`); a second delivery stores nothing
+        and is answered 200 if it is Slack's retry (`X-Slack-Retry-Num`), 401 otherwise.
+        A stored message is answered here, without Bolt matching and running a listener
+        that would only acknowledge it (a busy channel's cost, per message). Other
         requests are recorded in the replay ledger (Slack signs each of its retries anew, so
         they pass); with a `Handoff`, commands, clicks and forms are recorded after their
         listener ran, with the request when it has work. If the database is down, Slack gets
@@ -600,7 +602,7 @@ class Listeners:
         try:
             message = self.response.message_row(event) if isinstance(event, dict) else None
             if message is not None:
-                fresh = self.flows.writes.insert(message) or "x-slack-retry-num" in headers
+                fresh = self.response.store_message(message) or "x-slack-retry-num" in headers
             else:
                 fresh = self._remember(signature)
             if not fresh and signature:
@@ -610,7 +612,7 @@ class Listeners:
                 return BoltResponse(status=200, body="")  # stored: nothing more to do
             if isinstance(event, dict):
                 self._capture_change(event, signature)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, SpoolBehind) as exc:
             log.error("Timeline store unavailable; Slack will redeliver: %s",
                       type(exc).__name__)
             return BoltResponse(status=503, body="timeline store unavailable")
@@ -632,7 +634,7 @@ class Listeners:
         the ledger, so that the same request delivered again is accepted."""
         try:
             self.response.capture_change(event)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, SpoolBehind):
             if signature:
                 with contextlib.suppress(SQLAlchemyError):
                     self.flows.forget_request(signature)

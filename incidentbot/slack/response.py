@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from incidentbot.core import lifecycle, timeline, updates
 from incidentbot.core.roles import Role
@@ -17,6 +20,7 @@ from incidentbot.models import Incident, StatusUpdate, TimelineEvent
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError, describe_slack_error
+from incidentbot.spool import SpoolWriter, row_key
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,9 @@ HUMAN_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message"}
 KEY_REACTION = "pushpin"
 
 
+ChangeToMessage = Callable[[Session, Incident], bool]
+
+
 def ts_time(ts: str) -> datetime:
     """Slack's `ts` ("1700000000.000100") as a UTC datetime."""
     return datetime.fromtimestamp(float(ts), UTC)
@@ -35,12 +42,16 @@ def ts_time(ts: str) -> datetime:
 class ResponseWorkflows:
     """What happens in an incident channel while the incident is open."""
 
-    def __init__(self, flows: IncidentWorkflows, bot_user_id: str = "") -> None:
+    def __init__(self, flows: IncidentWorkflows, bot_user_id: str = "",
+                 spool: SpoolWriter | None = None) -> None:
+        """`spool`: where a serving process stores channel messages (`incidentbot.spool`);
+        None: they are inserted into the timeline."""
         self.flows = flows
         self.gateway = flows.gateway
         self.settings = flows.settings
         self.bot_user_id = bot_user_id
         self._channel_incidents: dict[str, int] = {}
+        self._spool = spool
 
     # -- timeline capture (raises on database failure so Slack redelivers) --------------
 
@@ -60,6 +71,16 @@ class ResponseWorkflows:
         return Row(TimelineEvent.__table__, timeline.message_row(
             incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
             thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts)), timeline.EVENT_KEY)
+
+    def store_message(self, row: Row) -> bool:
+        """Store a message's timeline row before Slack gets its answer; False if it was
+        stored before. Raises on database failure, so Slack redelivers."""
+        if self._spool is not None:
+            try:
+                return self._spool.append_row(row)
+            except OSError as exc:  # a full disk, say: the database may still take it
+                log.warning("Spool unavailable (%s); storing the message directly", exc)
+        return self.flows.writes.insert(row)
 
     def capture_change(self, event: dict[str, Any]) -> bool:
         """Apply an edit, a deletion or a key-event reaction to its incident's timeline;
@@ -82,16 +103,36 @@ class ResponseWorkflows:
         return found
 
     def _capture_change(self, event: dict[str, Any]) -> bool:
+        channel = event.get("channel", "")
+        if event.get("subtype") == "message_changed":
+            return bool(self._in_incident(
+                channel, lambda session, incident: self._apply_edit(session, incident, event)))
+        ts = event.get("deleted_ts") or (event.get("previous_message") or {}).get("ts")
+        return bool(ts) and self._on_message(channel, ts, lambda session, incident: (
+            timeline.apply_delete(session, incident.id, ts=ts,
+                                  deleted_at=ts_time(event.get("ts") or ts))))
+
+    def _on_message(self, channel_id: str, ts: str, apply: ChangeToMessage) -> bool:
+        """Apply a change to a message of an incident channel (False: not found). One not
+        found that was spooled may not be moved yet: once the worker has moved what was
+        spooled before now, it is tried again (`SpoolBehind` if the worker is late: Slack
+        redelivers)."""
+        applied = self._in_incident(channel_id, apply)
+        if applied is False and self._spool is not None and self._spooled(channel_id, ts):
+            self._spool.wait_moved()
+            applied = self._in_incident(channel_id, apply)
+        return bool(applied)
+
+    def _spooled(self, channel_id: str, ts: str) -> bool:
+        incident_id = self._incident_id(channel_id)
+        return self._spool is not None and incident_id is not None and self._spool.holds(
+            row_key(TimelineEvent.__table__, (incident_id, timeline.message_key(ts))))
+
+    def _in_incident(self, channel_id: str, apply: ChangeToMessage) -> bool | None:
+        """`apply` to the incident of a channel, in one transaction (None: no incident)."""
         with transaction(self.flows.sessions) as session:
-            incident = lifecycle.get_by_channel(session, event.get("channel", ""))
-            if incident is None:
-                return False
-            if event.get("subtype") == "message_changed":
-                return self._apply_edit(session, incident, event)
-            ts = event.get("deleted_ts") or (event.get("previous_message") or {}).get("ts")
-            return bool(ts) and timeline.apply_delete(
-                session, incident.id, ts=ts, deleted_at=ts_time(event.get("ts") or ts)
-            )
+            incident = lifecycle.get_by_channel(session, channel_id)
+            return None if incident is None else apply(session, incident)
 
     def _apply_edit(self, session: Any, incident: Incident, event: dict[str, Any]) -> bool:
         message = event.get("message") or {}
@@ -114,11 +155,9 @@ class ResponseWorkflows:
         item = event.get("item") or {}
         if event.get("reaction") != KEY_REACTION or item.get("type") != "message":
             return False
-        with transaction(self.flows.sessions) as session:
-            incident = lifecycle.get_by_channel(session, item.get("channel", ""))
-            if incident is None:
-                return False
-            return timeline.mark_key(session, incident.id, item.get("ts", ""), is_key=is_key)
+        ts = item.get("ts", "")
+        return self._on_message(item.get("channel", ""), ts, lambda session, incident: (
+            timeline.mark_key(session, incident.id, ts, is_key=is_key)))
 
     def _from_bot(self, message: dict[str, Any]) -> bool:
         return (
