@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from incidentbot.spool import (
     encode,
     spool_files,
 )
+from incidentbot.worker import InboxWorker
 from tests.conftest import ALICE, SIGNING_SECRET, make_settings
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -154,6 +155,47 @@ def test_waiting_for_the_move_returns_once_the_worker_has_moved_what_came_before
     assert texts(store) == ["m 3.0001"]
     mover.join()
     spool.close()
+
+
+class CountingWake:
+    """A worker's wake-up (no one sets it here) that counts the waits for it while
+    `counting()` holds."""
+
+    def __init__(self, counting: Callable[[], bool]) -> None:
+        self.event = threading.Event()
+        self.counting = counting
+        self.waits = 0
+
+    def set(self) -> None:
+        self.event.set()
+
+    def clear(self) -> None:
+        self.event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += self.counting()
+        return self.event.wait(timeout)
+
+
+def test_a_worker_moves_a_backlog_larger_than_one_move_without_waiting_between_moves(
+        store: InboxStore) -> None:
+    """Each move takes at most `limit` records; after one that moved some, the worker looks
+    again at once rather than at its next wake-up (a second, when nothing wakes it)."""
+    incident = new_incident(store.engine)
+    spool = writer(store)
+    for i in range(25):
+        spool.append_row(message(incident, f"4.{i:04d}"))
+    wake = CountingWake(lambda: len(texts(store)) < 25)
+    reader = SpoolReader(base_of(store), WORKER, store.sessions, limit=10)
+    worker = InboxWorker(store.sessions, lambda job: None, wake, threads=1, name=WORKER,
+                         intake=reader.move)
+    worker.start()
+    try:
+        eventually(lambda: len(texts(store)) == 25)
+    finally:
+        worker.stop()
+        spool.close()
+    assert wake.waits == 0  # none while a backlog was left
 
 
 def test_moves_take_at_most_the_limit_per_transaction(store: InboxStore) -> None:
