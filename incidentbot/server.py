@@ -207,7 +207,7 @@ def create_bot(settings: Settings, *, role: str = "all", wake: Wake | None = Non
         threading.Thread(target=flows.refresh_recent_cards, name="card-refresh",
                          daemon=True).start()
         replay = Replayer(app if role == "worker" else replaying_app(), gateway)
-        intake = SpoolReader(spool_base, worker, flows.sessions).move \
+        intake = SpoolReader(spool_base, worker, flows.sessions).intake \
             if spool_base and role == "worker" and worker else None
         inbox_worker = InboxWorker(store.sessions, replay, wake, threads=settings.work_threads,
                                    clock=flows.clock, initializer=priority.mark_background,

@@ -364,6 +364,11 @@ class SpoolReader:
         self._idle_at: tuple[Path, int] | None = None  # (file, size) a move found no more in
         self._committed: tuple[int, int] | None = None  # the position, as last committed
 
+    def intake(self, session: Session) -> bool:
+        """`move`, as an inbox worker's intake: True if it stopped at its limit (more may be
+        waiting)."""
+        return self.move(session) >= self._limit
+
     def move(self, session: Session) -> int:
         """Insert, claimed by this worker, up to `limit` records after the position, and
         advance it (in `session`'s transaction). Files before it are deleted."""

@@ -114,11 +114,12 @@ class InboxWorker:
                  initializer: Callable[[], None] | None = None,
                  name: str | None = None,
                  report_done: Callable[[list[int]], None] | None = None,
-                 intake: Callable[[Session], int] | None = None) -> None:
+                 intake: Callable[[Session], bool] | None = None) -> None:
         """`report_done`: where the ids of finished jobs go (`DonePipe.send` in a worker
         process, whose serving process marks them done and prunes); None: the worker marks
         them done in the inbox and prunes it itself. `intake`: brings jobs into the inbox
-        (claimed by this worker) in the transaction that takes them (`SpoolReader.move`)."""
+        (claimed by this worker) in the transaction that takes them, True if it stopped at
+        its limit (`SpoolReader.intake`)."""
         self._sessions = sessions
         self._intake = intake
         self._report_done = report_done
@@ -136,7 +137,7 @@ class InboxWorker:
         self._next_prune = 0.0
         self._next_mark = 0.0
         self._last_assigned: int | None = None  # id of the last assigned job taken
-        self._moved = 0  # records the intake brought in at the last take
+        self._more_spooled = False  # the last intake stopped at its limit: look again at once
         self.name = name or worker_name()
 
     def start(self) -> None:
@@ -169,8 +170,8 @@ class InboxWorker:
                 with self._lock:
                     self._busy += 1
                 self._pool.submit(self._run_one, job)
-            if (len(jobs) < free or free <= 0) and not self._moved:
-                self._wake.wait(POLL_S)  # (after a move, look again: more may be spooled)
+            if (len(jobs) < free or free <= 0) and not self._more_spooled:
+                self._wake.wait(POLL_S)
             self._prune_now_and_then()
 
     def _release_dead_claims(self, *, own: bool) -> None:
@@ -191,7 +192,7 @@ class InboxWorker:
         """Mark the jobs finished so far done (every `MARK_DONE_EVERY_S`, or when stopping:
         `limit` 0), then take up to `limit` more: those assigned to this worker, then any
         other claimable (a job run but not yet marked when the process dies runs again)."""
-        self._moved = 0
+        self._more_spooled = False
         marking = limit <= 0 or time.monotonic() >= self._next_mark
         with self._lock:
             finished, self._finished = (self._finished, []) if marking else ([], self._finished)
@@ -225,7 +226,7 @@ class InboxWorker:
         """(jobs assigned to this worker, other jobs claimed), up to `limit` in all. The
         intake runs whatever the limit: the rows it brings in are waited on by no thread."""
         if self._intake is not None:
-            self._moved = self._intake(session)
+            self._more_spooled = self._intake(session)
         if limit <= 0:
             return [], []
         assigned = inbox.assigned(session, self.name, self._last_assigned or 0, limit)

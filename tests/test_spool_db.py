@@ -188,7 +188,7 @@ def test_a_worker_moves_a_backlog_larger_than_one_move_without_waiting_between_m
     wake = CountingWake(lambda: len(texts(store)) < 25)
     reader = SpoolReader(base_of(store), WORKER, store.sessions, limit=10)
     worker = InboxWorker(store.sessions, lambda job: None, wake, threads=1, name=WORKER,
-                         intake=reader.move)
+                         intake=reader.intake)
     worker.start()
     try:
         eventually(lambda: len(texts(store)) == 25)
