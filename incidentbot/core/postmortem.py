@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import jinja2
 from sqlalchemy import select
@@ -26,14 +26,44 @@ from incidentbot.core.roles import ROLE_TITLES, Role
 from incidentbot.core.severity import MTTR_TARGET, Severity
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
-from incidentbot.models import ActionItem, Incident, RoleAssignment, TimelineEvent, utcnow
+from incidentbot.models import ActionItem, Incident, RoleAssignment, utcnow
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "postmortem.md.j2"
 MINUTE = "%Y-%m-%d %H:%M"
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+MESSAGE = EventKind.MESSAGE.value
 # Bot bookkeeping that would only clutter the story.
 QUIET_KINDS = {EventKind.TOPIC_SET.value, EventKind.CARD_POSTED.value,
                EventKind.CARD_PINNED.value, EventKind.MEMBER_INVITED.value}
+
+
+class TimelineEntry(Protocol):
+    """What the draft reads of a timeline event: a `TimelineEvent`, or a row of
+    `timeline.ENTRY_COLUMNS`."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def actor_id(self) -> str | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def thread_ts(self) -> str | None: ...
+    @property
+    def is_key(self) -> bool: ...
+    @property
+    def edited_at(self) -> datetime | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
+
+
+class TimelineLine(NamedTuple):
+    """One line of the draft's timeline (the template reads `minute` and `text`)."""
+
+    minute: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -41,7 +71,7 @@ class PostmortemInput:
     """Everything the draft is made from, loaded in one transaction."""
 
     incident: Incident
-    events: Sequence[TimelineEvent]
+    events: Sequence[TimelineEntry]
     action_items: Sequence[ActionItem]
     role_history: Sequence[RoleAssignment]
 
@@ -53,7 +83,7 @@ def load(session: Session, incident_id: int) -> PostmortemInput:
     history = list(session.scalars(select(RoleAssignment).where(
         RoleAssignment.incident_id == incident_id).order_by(RoleAssignment.assigned_at,
                                                             RoleAssignment.id)))
-    return PostmortemInput(incident, timeline.events_for(session, incident_id),
+    return PostmortemInput(incident, timeline.entries_for(session, incident_id),
                            actions.actions_for(session, incident_id), history)
 
 
@@ -79,7 +109,7 @@ def context(data: PostmortemInput, names: Mapping[str, str], now: datetime) -> d
         return "n/a" if not user_id else "@" + names.get(user_id, user_id)
 
     def humanize(text: str) -> str:
-        return MENTION.sub(lambda m: name(m.group(1)), text)
+        return MENTION.sub(lambda m: name(m.group(1)), text) if "<@" in text else text
 
     took = durations(incident)
     metrics = {"acknowledge": format_duration(took.acknowledge),
@@ -99,7 +129,7 @@ def context(data: PostmortemInput, names: Mapping[str, str], now: datetime) -> d
         "impact_who": one_line(incident.customer_impact) or latest_impact(data.events)
         or "_to be filled in_",
         "impact_what": one_line(incident.description) or incident.title,
-        "timeline": [{"minute": f"{e.occurred_at:{MINUTE}}", "text": describe(e, name, humanize)}
+        "timeline": [TimelineLine(f"{e.occurred_at:{MINUTE}}", describe(e, name, humanize))
                      for e in data.events if shown(e)],
         "went_well": went_well(incident, data.events, took),
         "to_improve": to_improve(incident, data.events, took),
@@ -111,14 +141,14 @@ def context(data: PostmortemInput, names: Mapping[str, str], now: datetime) -> d
     }
 
 
-def shown(event: TimelineEvent) -> bool:
+def shown(event: TimelineEntry) -> bool:
     """Deleted messages and bot bookkeeping stay out of the postmortem."""
     return event.deleted_at is None and event.kind not in QUIET_KINDS
 
 
-def describe(event: TimelineEvent, name: Any, humanize: Any) -> str:
+def describe(event: TimelineEntry, name: Any, humanize: Any) -> str:
     text = one_line(humanize(event.text))
-    if event.kind == EventKind.MESSAGE.value:
+    if event.kind == MESSAGE:
         edited = " _(edited)_" if event.edited_at else ""
         reply = "↳ " if event.thread_ts else ""
         key = "**[key]** " if event.is_key else ""
@@ -167,14 +197,14 @@ def table_cell(text: str) -> str:
     return one_line(text).replace("|", "\\|")
 
 
-def latest_impact(events: Sequence[TimelineEvent]) -> str:
+def latest_impact(events: Sequence[TimelineEntry]) -> str:
     for event in reversed(events):
         if event.kind == EventKind.UPDATE_POSTED.value and "Impact:" in event.text:
             return one_line(event.text.split("Impact:", 1)[1].split("·", 1)[0])
     return ""
 
 
-def went_well(incident: Incident, events: Sequence[TimelineEvent], took: Any) -> list[str]:
+def went_well(incident: Incident, events: Sequence[TimelineEntry], took: Any) -> list[str]:
     lines: list[str] = []
     kinds = [e.kind for e in events]
     first_update = next((e for e in events if e.kind == EventKind.UPDATE_POSTED.value), None)
@@ -194,7 +224,7 @@ def went_well(incident: Incident, events: Sequence[TimelineEvent], took: Any) ->
     return [*lines, "_Add what helped: alerts, runbooks, people, tools._"]
 
 
-def to_improve(incident: Incident, events: Sequence[TimelineEvent], took: Any) -> list[str]:
+def to_improve(incident: Incident, events: Sequence[TimelineEntry], took: Any) -> list[str]:
     lines: list[str] = []
     kinds = [e.kind for e in events]
     reminders = kinds.count(EventKind.REMINDER.value)

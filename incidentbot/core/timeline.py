@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,6 +89,23 @@ def events_for(session: Session, incident_id: int) -> list[TimelineEvent]:
         .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
     )
     return list(session.scalars(query))
+
+
+ENTRY_COLUMNS = (TimelineEvent.kind, TimelineEvent.text, TimelineEvent.actor_id,
+                 TimelineEvent.occurred_at, TimelineEvent.thread_ts, TimelineEvent.is_key,
+                 TimelineEvent.edited_at, TimelineEvent.deleted_at)
+
+
+def entries_for(session: Session, incident_id: int) -> list[Row[Any]]:
+    """`events_for` as rows of `ENTRY_COLUMNS` (attributes named like the event's): a
+    postmortem reads tens of thousands, and an ORM object and its `data` cost several times
+    as much as the row."""
+    query = (
+        select(*ENTRY_COLUMNS)
+        .where(TimelineEvent.incident_id == incident_id)
+        .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
+    )
+    return list(session.execute(query))
 
 
 def message_key(ts: str) -> str:
