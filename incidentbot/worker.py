@@ -138,6 +138,7 @@ class InboxWorker:
         self._next_mark = 0.0
         self._last_assigned: int | None = None  # id of the last assigned job taken
         self._more_spooled = False  # the last intake stopped at its limit: look again at once
+        self._next_claimable_look = 0.0
         self.name = name or worker_name()
 
     def start(self) -> None:
@@ -231,9 +232,23 @@ class InboxWorker:
             return [], []
         assigned = inbox.assigned(session, self.name, self._last_assigned or 0, limit)
         now = self._clock()
-        if len(assigned) == limit or not inbox.any_claimable(session, now):
+        if len(assigned) == limit or not self._look_for_claimable() \
+                or not inbox.any_claimable(session, now):
             return assigned, []
         return assigned, inbox.claim(session, self.name, now, limit - len(assigned))
+
+    def _look_for_claimable(self) -> bool:
+        """Whether to look for jobs to claim now: at every take, except for a worker whose
+        jobs come through its intake (each already claimed by it), which looks every
+        `POLL_S` for the jobs of a worker that died (their claims given back at start, or
+        lapsed after their lease of minutes)."""
+        if self._intake is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_claimable_look:
+            return False
+        self._next_claimable_look = now + POLL_S
+        return True
 
     def _run_one(self, job: Job) -> None:
         try:
