@@ -51,6 +51,10 @@ MODAL_KINDS = ("update", "click")  # their work is opening a modal with the requ
 RATES = tuple(int(r) for r in os.environ.get("BENCH_RATES", "20,100,300").split(","))
 ACK_TARGETS = tuple(os.environ.get("BENCH_TARGETS", "baseline,bot").split(","))
 VERDICT_RATE = 100  # the ack target's load: p99 <= 1.5x the baseline's, < 100 ms
+# A verdict round whose phases lost more than this share of the machine's CPU time to the
+# hypervisor (steal, /proc/stat) is run again, up to STEAL_RETRIES more times per round.
+STEAL_LIMIT_PCT = float(os.environ.get("BENCH_STEAL_LIMIT_PCT", "0.25"))
+STEAL_RETRIES = int(os.environ.get("BENCH_STEAL_RETRIES", "2"))
 SECTIONS = ("ack", "ingest", "reminders", "postmortem", "memory")
 MiB = 1024
 PY_SPY_DIR: Path | None = None  # --py-spy: record each bot process's stacks there
@@ -120,6 +124,21 @@ def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
     return ordered[rank - 1]
+
+
+def steal_s() -> float:
+    """CPU time the hypervisor has taken from this machine's CPUs so far (Linux /proc/stat;
+    0 where it is not reported)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def steal_pct(before_s: float, elapsed_s: float) -> float:
+    """The share of all CPUs' time since `before_s` (a `steal_s()`) that was stolen."""
+    cpus = os.cpu_count() or 1
+    return 100 * (steal_s() - before_s) / (elapsed_s * cpus) if elapsed_s > 0 else 0.0
 
 
 def log(message: str) -> None:
@@ -450,10 +469,31 @@ def section_ack(profile: Profile, fake: Fake, workdir: Path) -> dict[str, Any]:
                 fake.drain(profile.drain_cap_s)
             for rate in RATES:
                 for key in phase_keys(kind, rate, out):
-                    for t in targets:
-                        out["results"][t.kind][key] = ack_phase(
-                            t, kind, rate, profile, fake, workdir)
+                    ack_round(targets, key, kind, rate, profile, fake, workdir, out)
     return out
+
+
+def ack_round(targets: Sequence[AckTarget], key: str, kind: str, rate: int, profile: Profile,
+              fake: Fake, workdir: Path, out: dict[str, Any]) -> None:
+    """Each target's phase at one kind and rate. At the verdict rate, a round in which the
+    hypervisor took more than `STEAL_LIMIT_PCT` of the CPU time during a phase is run again
+    (up to `STEAL_RETRIES` times; the round least stolen from is kept, the others are listed
+    in `out["rerun"]`): such a round measures the host, and it hit one target, not the
+    other (seen here: a baseline phase with steal at 15-30% had a p99 of 9.4 ms, the bot's
+    phase right after, with none, 1.9 ms)."""
+    tries = 1 + (STEAL_RETRIES if rate == out["verdict_rate"] else 0)
+    attempts = []
+    for _ in range(tries):
+        attempt = {t.kind: ack_phase(t, kind, rate, profile, fake, workdir) for t in targets}
+        attempts.append(attempt)
+        if max(phase["steal_pct"] for phase in attempt.values()) <= STEAL_LIMIT_PCT:
+            break
+        log(f"ack: {kind} at {rate}/s lost CPU time to the hypervisor; running it again")
+    kept = min(attempts, key=lambda a: max(phase["steal_pct"] for phase in a.values()))
+    for kind_of_target, phase in kept.items():
+        out["results"][kind_of_target][key] = phase
+    out.setdefault("rerun", []).extend(
+        {"key": key, **attempt} for attempt in attempts if attempt is not kept)
 
 
 def phase_keys(kind: str, rate: int, data: dict[str, Any]) -> list[str]:
@@ -471,10 +511,12 @@ def ack_phase(t: AckTarget, kind: str, rate: int, profile: Profile, fake: Fake,
     requests, triggers = build_requests(kind, count, t.seeded, fake, f"{t.kind}-{rate}")
     log(f"ack: {t.kind} {kind} at {rate}/s ({count} requests)")
     t.target.app_ms()
+    stolen = steal_s()
     result = load.open_loop(t.target.port, SECRET, requests, rate)
+    summary = {"steal_pct": steal_pct(stolen, result.elapsed_s)}
     inside = t.target.app_ms()
-    summary = summarize(result) | {"app_p50_ms": pct(inside, 50),
-                                   "app_p99_ms": pct(inside, 99)}
+    summary |= summarize(result) | {"app_p50_ms": pct(inside, 50),
+                                    "app_p99_ms": pct(inside, 99)}
     drained = fake.drain(profile.drain_cap_s)
     summary["drain_s"] = drained
     if kind in MODAL_KINDS and t.kind == "bot":
@@ -529,7 +571,8 @@ def table_ack(data: dict[str, Any]) -> str:
     with_default = "bolt-default" in data["results"]
     heads = ["request", "load", "bot p50", "bot p99", "bot max", "base p50", "base p99",
              "base max", "p99 bot/base", "in-app p99 bot / base",
-             *(["Bolt default p99"] if with_default else []), "bot 200s/sent", "bot drain"]
+             *(["Bolt default p99"] if with_default else []), "bot 200s/sent", "bot drain",
+             "steal bot / base"]
     lines = ["| " + " | ".join(heads) + " |",
              "| --- | " + "---: | " * (len(heads) - 2) + "---: |"]
     for row in ack_rows(data):
@@ -545,7 +588,28 @@ def table_ack(data: dict[str, Any]) -> str:
             f"{_ms(base['p99_ms'])} | {_ms(base['max_ms'])} | {_ratio(row['p99_ratio'])} | "
             f"{_ms(bot.get('app_p99_ms', math.nan))} / {_ms(base.get('app_p99_ms', math.nan))} | "
             f"{default}"
-            f"{bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} |")
+            f"{bot['ok']}/{bot['sent']}{_failures(bot)} | {drain} | "
+            f"{_pct(bot.get('steal_pct'))} / {_pct(base.get('steal_pct'))} |")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:.1f}%"
+
+
+def table_reruns(data: dict[str, Any]) -> str:
+    """The verdict rounds run again because the hypervisor took CPU time during them."""
+    reruns = data.get("rerun") or []
+    if not reruns:
+        return "No verdict round lost more than the steal limit; none was run again."
+    lines = ["| round | bot p99 | base p99 | p99 bot/base | steal bot / base |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for attempt in reruns:
+        bot, base = attempt.get("bot", NOT_RUN), attempt.get("baseline", NOT_RUN)
+        ratio = bot["p99_ms"] / base["p99_ms"] if base["p99_ms"] > 0 else math.nan
+        lines.append(f"| {attempt['key']} | {_ms(bot['p99_ms'])} | {_ms(base['p99_ms'])} | "
+                     f"{_ratio(ratio)} | {_pct(bot.get('steal_pct'))} / "
+                     f"{_pct(base.get('steal_pct'))} |")
     return "\n".join(lines)
 
 
@@ -570,6 +634,10 @@ def table_ack_and_modals(data: dict[str, Any]) -> str:
     rate = data.get("verdict_rate", VERDICT_RATE)
     return (f"{table_ack(data)}\n\nThe target, on the rounds at {rate}/s (each round a "
             f"baseline phase, then the bot's seconds later):\n\n{table_ack_verdicts(data)}"
+            f"\n\nRounds at {rate}/s run again because the hypervisor took more than "
+            f"{STEAL_LIMIT_PCT:g}% of the CPU time during one of their phases (steal, "
+            f"/proc/stat; the kept round is the one least stolen from):\n\n"
+            f"{table_reruns(data)}"
             f"\n\nWhat the person sees next: the bot's modal opening, from the request "
             f"leaving the load generator to `views.open` reaching the fake Slack (a trigger id "
             f"is valid for 3 s).\n\n{table_modals(data)}")
@@ -652,7 +720,7 @@ def ingest_run(target: str, database: str, number: int, profile: Profile, fake: 
             requests = [load.message_event(channels[i]["id"], USER, f"message {m} in {i}")
                         for m in range(per) for i in range(incidents)]
             log(f"ingest: {target} on {database}, round {number}: {len(requests)} events")
-            cpu_before = process.cpu_s()
+            cpu_before, stolen = process.cpu_s(), steal_s()
             result = load.closed_loop(process.port, SECRET, requests,
                                       profile.ingest_concurrency)
             stored, late_s = wait_stored(url, ids[:incidents], incidents * per) \
@@ -660,6 +728,7 @@ def ingest_run(target: str, database: str, number: int, profile: Profile, fake: 
             cpu_used = process.cpu_s() - cpu_before
     elapsed_s = result.elapsed_s + late_s
     return {"target": target, "database": database, "round": number, **summarize(result),
+            "steal_pct": steal_pct(stolen, elapsed_s),
             "per_s": result.ok / elapsed_s if elapsed_s else 0.0, "late_s": late_s,
             "cpu_us_per_event": cpu_used / len(requests) * 1e6,
             "stored": stored, "expected": incidents * per}
@@ -697,9 +766,9 @@ def ingest_verdict(runs: Sequence[dict[str, Any]], database: str) -> dict[str, A
 def table_ingest(data: dict[str, Any]) -> str:
     lines = ["| round | target | database | events | 200s | msg/s, until stored | p50 | p99 "
              "| CPU per message | rows stored (kind='message') | all stored, after the last answer "
-             "| vs the baselines either side |",
+             "| vs the baselines either side | steal |",
              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: |"]
+             "| ---: | ---: |"]
     for run in data["runs"]:
         bot = run["target"] == "bot"
         stored = f"{run['stored']}/{run['expected']}" if bot else "— (acks only)"
@@ -708,7 +777,7 @@ def table_ingest(data: dict[str, Any]) -> str:
             f"| {run.get('round', 1)} | {run['target']} | {run['database'] if bot else 'none'} "
             f"| {run['sent']} | {run['ok']} | {run['per_s']:.0f} | {_ms(run['p50_ms'])} | "
             f"{_ms(run['p99_ms'])} | {run['cpu_us_per_event']:.0f} µs | {stored} | {late} | "
-            f"{run['vs_baseline']:.2f}× |")
+            f"{run['vs_baseline']:.2f}× | {_pct(run.get('steal_pct'))} |")
     lines += ["", "| database | vs baseline, each round | median | slowest round | every "
               "message stored | target (median ≥ 0.7×; SQLite ≥ 500/s) |",
               "| --- | ---: | ---: | ---: | --- | --- |"]
