@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,6 @@ from sqlalchemy import Connection, DateTime, Insert, Table, event, select, updat
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.types import TypeEngine
 
 from incidentbot import inbox
 from incidentbot.core.security import REPLAY_WINDOW
@@ -99,14 +99,17 @@ def request_row(request: SpooledRequest) -> Row:
     name, _, unique = request.content_type[len(ROW_TYPE):].partition(";")
     table = Base.metadata.tables[name]
     values: dict[str, Any] = json.loads(request.body)
-    for column in table.columns:
-        if isinstance(values.get(column.name), str) and _holds_datetimes(column.type):
-            values[column.name] = datetime.fromisoformat(values[column.name])
+    for column in _datetime_columns(name):
+        if isinstance(values.get(column), str):
+            values[column] = datetime.fromisoformat(values[column])
     return Row(table, values, tuple(unique.split(",")))
 
 
-def _holds_datetimes(kind: TypeEngine[Any]) -> bool:
-    return isinstance(getattr(kind, "impl_instance", kind), DateTime)  # or a TypeDecorator's
+@functools.cache
+def _datetime_columns(table_name: str) -> tuple[str, ...]:
+    """The columns of a table that hold datetimes (a `DateTime`, or a TypeDecorator's)."""
+    return tuple(column.name for column in Base.metadata.tables[table_name].columns
+                 if isinstance(getattr(column.type, "impl_instance", column.type), DateTime))
 
 
 def _iso(value: object) -> str:
@@ -413,10 +416,15 @@ class SpoolReader:
     def _insert(self, connection: Connection, records: list[SpooledRequest]) -> None:
         """Rows first, committed (in the bot's database) before the position that passes
         them; then the requests, claimed by this worker, in the inbox's transaction."""
-        jobs = [r for r in records if not r.content_type.startswith(ROW_TYPE)]
-        if len(jobs) < len(records):
-            self._insert_rows([request_row(r) for r in records
-                               if r.content_type.startswith(ROW_TYPE)])
+        rows: list[Row] = []
+        jobs: list[SpooledRequest] = []
+        for record in records:
+            if record.content_type.startswith(ROW_TYPE):
+                rows.append(request_row(record))
+            else:
+                jobs.append(record)
+        if rows:
+            self._insert_rows(rows)
         if jobs:
             connection.execute(_INSERT, [
                 inbox.job_row(r.signature, r.body, r.content_type, r.received_at, self._worker)

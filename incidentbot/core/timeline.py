@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -83,12 +83,7 @@ def add_once(session: Session, event: TimelineEvent) -> TimelineEvent | None:
 
 def events_for(session: Session, incident_id: int) -> list[TimelineEvent]:
     """The incident's timeline in the order things happened."""
-    query = (
-        select(TimelineEvent)
-        .where(TimelineEvent.incident_id == incident_id)
-        .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
-    )
-    return list(session.scalars(query))
+    return list(session.scalars(_in_order(select(TimelineEvent), incident_id)))
 
 
 ENTRY_COLUMNS = (TimelineEvent.kind, TimelineEvent.text, TimelineEvent.actor_id,
@@ -100,12 +95,12 @@ def entries_for(session: Session, incident_id: int) -> list[Row[Any]]:
     """`events_for` as rows of `ENTRY_COLUMNS` (attributes named like the event's): a
     postmortem reads tens of thousands, and an ORM object and its `data` cost several times
     as much as the row."""
-    query = (
-        select(*ENTRY_COLUMNS)
-        .where(TimelineEvent.incident_id == incident_id)
-        .order_by(TimelineEvent.occurred_at, TimelineEvent.id)
-    )
-    return list(session.execute(query))
+    return list(session.execute(_in_order(select(*ENTRY_COLUMNS), incident_id)))
+
+
+def _in_order(query: Select[Any], incident_id: int) -> Select[Any]:
+    return query.where(TimelineEvent.incident_id == incident_id).order_by(
+        TimelineEvent.occurred_at, TimelineEvent.id)
 
 
 def message_key(ts: str) -> str:
