@@ -18,7 +18,7 @@ from incidentbot.spool import decode
 from tests.conftest import ALICE, BOB, BOT_TOKEN, SIGNING_SECRET
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
-from tests.helpers import eventually
+from tests.helpers import declared_channel, eventually
 from tests.process import BotProcess, bot_env
 from tests.test_inbox_e2e import children_of
 
@@ -68,10 +68,7 @@ def test_sigkill_mid_incident_loses_nothing(database_url: str) -> None:
                                  reminder_sev3_minutes=INTERVAL_MIN)).start()
         try:
             driver = SlackDriver(f"{bot.url}/slack/events", SIGNING_SECRET, fake)
-            driver.command("declare Crash drill", user_id=ALICE, channel_id="CGENERAL")
-            channel = eventually(lambda: next(
-                (c["id"] for c in fake.channels() if c["name"].endswith("crash-drill")), None))
-            eventually(lambda: fake.pins(channel))
+            channel = declared_channel(driver, "Crash drill", ALICE)
             sender = Sender(driver, channel)
             flow = threading.Thread(target=sender.run)
             flow.start()

@@ -20,7 +20,7 @@ from incidentbot.models import Incident, RoleAssignment, TimelineEvent
 from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, SIGNING_SECRET, _fresh_postgres_schema
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
-from tests.helpers import eventually
+from tests.helpers import declared_channel, eventually
 from tests.process import BotProcess, bot_env
 
 INTERVAL_MIN = 0.05  # 3 s between reminders
@@ -53,12 +53,7 @@ def test_three_replicas_leader_killed_mid_incident(shared_postgres: str) -> None
             drivers = [SlackDriver(f"{b.url}/slack/events", SIGNING_SECRET, fake) for b in bots]
             leader = next(i for i, b in enumerate(bots) if health(b)["leader"])
             follower = (leader + 1) % 3
-            drivers[follower].command("declare Replicated outage", user_id=ALICE,
-                                      channel_id="CGENERAL")
-            channel = eventually(lambda: next(
-                (c["id"] for c in fake.channels() if c["name"].endswith("replicated-outage")),
-                None))
-            eventually(lambda: fake.pins(channel))
+            channel = declared_channel(drivers[follower], "Replicated outage", ALICE)
             acked: set[int] = set()
 
             def deliver(i: int, attempt: int = 0) -> None:
@@ -124,11 +119,7 @@ def test_concurrent_ic_assignments_and_duplicate_events_stay_consistent(
         bots = start_replicas(shared_postgres, fake, count=2)
         try:
             drivers = [SlackDriver(f"{b.url}/slack/events", SIGNING_SECRET, fake) for b in bots]
-            drivers[0].command("declare Contended command", user_id=ALICE, channel_id="CGENERAL")
-            channel = eventually(lambda: next(
-                (c["id"] for c in fake.channels() if c["name"].endswith("contended-command")),
-                None))
-            eventually(lambda: fake.pins(channel))
+            channel = declared_channel(drivers[0], "Contended command", ALICE)
             for round_ in range(5):
                 targets = (BOB, CAROL) if round_ % 2 == 0 else (CAROL, BOB)
                 threads = [threading.Thread(target=drivers[i].command, args=(

@@ -20,7 +20,7 @@ from incidentbot.spool import ROW_TYPE, decode
 from tests.conftest import ALICE, BOB, BOT_TOKEN, SIGNING_SECRET
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
-from tests.helpers import eventually
+from tests.helpers import declared_channel, eventually
 from tests.process import BotProcess, bot_env
 from tests.test_inbox_e2e import children_of
 
@@ -68,10 +68,7 @@ def incident_channel(tmp_path: Path) -> Iterator[Channel]:
         engine = create_engine(database_url)
         try:
             driver = SlackDriver(f"{bot.url}/slack/events", SIGNING_SECRET, fake)
-            driver.command("declare Spooled talk", user_id=ALICE, channel_id="CGENERAL")
-            channel = eventually(lambda: next(
-                (c["id"] for c in fake.channels() if c["name"].endswith("spooled-talk")), None))
-            eventually(lambda: fake.pins(channel))
+            channel = declared_channel(driver, "Spooled talk", ALICE)
             yield Channel(bot, driver, channel, engine, tmp_path)
         finally:
             bot.stop()
