@@ -64,11 +64,11 @@ def migrate_only(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     from incidentbot.core.services import CatalogError
-    from incidentbot.server import launch, serve_http, serve_socket_mode
+    from incidentbot.server import create_bot, serve_http, serve_socket_mode
     from incidentbot.slack.gateway import SlackCallFailed
 
     try:
-        bot = launch(settings)
+        bot = create_bot(settings)
     except CatalogError as exc:
         print(f"incidentbot cannot start: {exc}", file=sys.stderr)
         return 2

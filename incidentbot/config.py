@@ -21,10 +21,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 3000
     server_threads: int = Field(default=16, ge=1, le=256)
-    work_threads: int = Field(default=8, ge=1, le=256)
-    worker_processes: int = Field(default=1, ge=0, le=64)
-    worker_niceness: int = Field(default=10, ge=0, le=19)
-    worker_sched_idle: bool = True
+    work_threads: int = Field(default=32, ge=1, le=256)
+    job_lease_seconds: float = Field(default=60, gt=0)
+    job_retry_seconds: float = Field(default=1, gt=0)
     incident_channel_prefix: str = "inc"
     broadcast_channel: str = ""
     reminder_sev1_minutes: float = Field(default=15, ge=0)

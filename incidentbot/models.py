@@ -80,6 +80,7 @@ class Incident(Base):
     channel_id: Mapped[str] = mapped_column(String(32), unique=True)
     channel_name: Mapped[str] = mapped_column(String(80))
     card_ts: Mapped[str | None] = mapped_column(String(32))
+    topic: Mapped[str | None] = mapped_column(String(250))  # as last set in Slack
     declared_by: Mapped[str] = mapped_column(String(32))
     declared_at: Mapped[datetime] = mapped_column(default=utcnow)
     acknowledged_at: Mapped[datetime | None]
@@ -246,40 +247,34 @@ class SeenRequest(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
-class InboxJob(Base):
-    """A Slack request acknowledged and waiting for (or done with) the work that follows.
+class Job(Base):
+    """Work that follows an acknowledged Slack request: one lazy listener to run.
 
-    Stored before Slack gets its answer; a worker claims it (`claimed_at`, a lease), replays
-    the request and marks it done. `signature` is unique, so it is also the replay ledger of
-    the requests that have work.
+    Committed before Slack gets its answer (`incidentbot.jobs`). A runner claims it with a
+    lease, runs it and marks it `done`; a job that raises is tried again later and, after
+    its last attempt, kept as `failed` with its error for an admin to look at.
     """
 
-    __tablename__ = "inbox"
+    __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_inbox_pending", "id",
-              sqlite_where=text("done_at IS NULL"), postgresql_where=text("done_at IS NULL")),
+        Index("ix_jobs_ready", "state", "priority", "run_after"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    signature: Mapped[str] = mapped_column(String(100), unique=True)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    function: Mapped[str] = mapped_column(String(100))
     body: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(100))
-    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    claimed_at: Mapped[datetime | None]
-    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(20), default="http")
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    done_at: Mapped[datetime | None]
-
-
-class SpoolPosition(Base):
-    """How far a worker has moved the spool files of a serving process into the inbox
-    (`incidentbot.spool`): the file it reads and the offset of its next record."""
-
-    __tablename__ = "spool_positions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file: Mapped[int] = mapped_column(Integer, default=0)
-    offset: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Page(Base):

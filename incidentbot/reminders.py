@@ -12,9 +12,7 @@ The leader holds a PostgreSQL session-level advisory lock on a dedicated connect
 dies its connection closes, the lock is released, and another replica takes it within
 `LEADER_POLL_S`. A leader that can no longer confirm its lock pauses at once. Posting stays
 idempotent underneath: each due reminder is claimed with a unique key before it is posted,
-so even two leaders for a moment could not post it twice. On SQLite the worker process (or
-the only process) leads; a serving process that hands its work to a worker only plans
-(`lead=False`), and the leader looks at the store every `LEADER_POLL_S` for what it planned.
+so even two leaders for a moment could not post it twice. On SQLite the one process leads.
 """
 
 from __future__ import annotations
@@ -73,12 +71,10 @@ class ReminderScheduler:
         self, engine: Engine, handler: ReminderHandler,
         postmortem_handler: ReminderHandler | None = None, *, threads: int = 4,
         on_leadership: Callable[[], None] | None = None, executor: BaseExecutor | None = None,
-        lead: bool = True,
     ) -> None:
         self._handler = handler
         self._postmortem_handler = postmortem_handler
         self._engine = engine
-        self._lead = lead
         self._leadership = Leadership(engine, on_leadership, self)
         self._store = BatchJobStore(engine=engine, tablename=JOB_TABLE)
         self.scheduler = KeepReplannedJobs(
@@ -92,8 +88,7 @@ class ReminderScheduler:
         if self._postmortem_handler is not None:
             self.on("postmortem", self._postmortem_handler)
         self.scheduler.start(paused=True)
-        if self._lead:
-            self._leadership.start()
+        self._leadership.start()
 
     def shutdown(self) -> None:
         self._leadership.stop()

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from incidentbot import group_commit
 from incidentbot.models import TimelineEvent
 from tests.conftest import ALICE, BOB, _fresh_postgres_schema, bot_running, make_settings
 from tests.fakeslack import FakeSlack
@@ -67,12 +66,12 @@ def test_database_outage_loses_nothing(
 def test_a_database_restart_between_requests_costs_no_answer(
     proxied_postgres: tuple[str, TcpProxy], fake: FakeSlack
 ) -> None:
-    """Every connection is cut while the bot is idle; the next message finds the hot-path
-    writer's connection dead before anything was committed, and is stored on a new one."""
+    """Every connection is cut while the bot is idle; the next message finds its pooled
+    connection dead before anything was committed, and is stored on a new one."""
     url, proxy = proxied_postgres
     with bot_running(make_settings(url, fake), fake) as running:
         incident = declare(running, "Restart between requests")
-        time.sleep(group_commit.IDLE_PROBE_S)  # idle: the next batch probes its connection
+        time.sleep(0.5)  # idle
         proxy.cut()
         proxy.restore()
         event = running.driver.message_event(incident.channel_id, BOB, "after the restart",

@@ -32,7 +32,7 @@ from incidentbot.core.status import Status
 from incidentbot.models import ActionItem, Incident, RoleAssignment, StatusUpdate, TimelineEvent
 from incidentbot.slack import blocks
 from incidentbot.slack.commands import Command, UsageError, parse
-from incidentbot.slack.listeners import (
+from incidentbot.slack.forms import (
     element_value,
     read_metadata,
     update_form_errors,

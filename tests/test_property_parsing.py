@@ -16,7 +16,7 @@ from incidentbot.core.comms import drafts
 from incidentbot.models import Incident, RoleAssignment, StatusUpdate
 from incidentbot.slack import blocks
 from incidentbot.slack.commands import UsageError, parse
-from incidentbot.slack.listeners import (
+from incidentbot.slack.forms import (
     element_value,
     next_update_minutes,
     read_metadata,

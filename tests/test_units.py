@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +12,6 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import Severity, suggest_severity
 from incidentbot.core.status import Status, allowed_next
 from incidentbot.models import Incident, RoleAssignment
-from incidentbot.server import EverySoOften
 from incidentbot.slack import blocks
 from incidentbot.slack.commands import (
     AssignRole,
@@ -190,21 +187,3 @@ def test_incident_list_caps_blocks() -> None:
     assert "and 75 more" in json.dumps(listed)
 
 
-def test_queue_warnings_are_kept_one_per_interval() -> None:
-    """The server's queue-depth warnings: the first shown, the rest counted into the next."""
-    shown: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            shown.append(record.getMessage())
-
-    log = logging.getLogger("test.every-so-often")
-    log.propagate = False
-    log.addHandler(Keep())
-    queue_log = EverySoOften(log, interval_s=0.2)
-    for depth in range(1, 6):
-        queue_log.warning("Task queue depth is %d", depth)
-    time.sleep(0.25)
-    queue_log.warning("Task queue depth is %d", 9)
-    assert shown == ["Task queue depth is 1",
-                     "Task queue depth is 9 (and 4 more since the last one shown)"]

@@ -259,6 +259,11 @@ def _require_open(incident: Incident, action: str) -> None:
         )
 
 
+def set_topic(session: Session, incident_id: int, topic: str) -> None:
+    """Remember the channel topic as last set in Slack."""
+    session.execute(update(Incident).where(Incident.id == incident_id).values(topic=topic[:250]))
+
+
 def set_card(session: Session, incident: Incident, card_ts: str) -> None:
     """Remember the pinned incident card so later changes update it in place (one UPDATE;
     `incident` may be detached: its `card_ts` is set too)."""

@@ -1,51 +1,30 @@
-"""Builds the Bolt app around the gateway's WebClient and registers the listeners."""
+"""The Bolt app: the listeners, and lazy work that runs as durable jobs."""
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
 
-from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt import App
 
-from incidentbot.config import Settings
+from incidentbot.jobs.runner import DurableLazyRunner
 from incidentbot.slack import listeners
-from incidentbot.slack.closing import ClosingWorkflows
-from incidentbot.slack.handoff import Handoff
-from incidentbot.slack.paging import PagingWorkflows
-from incidentbot.slack.response import ResponseWorkflows
-from incidentbot.slack.workflows import IncidentWorkflows
+from incidentbot.slack.services import Services
 
 
-def build_bolt_app(
-    settings: Settings, flows: IncidentWorkflows, response: ResponseWorkflows,
-    closing: ClosingWorkflows, paging: PagingWorkflows, work: Executor, *,
-    replaying: bool = False,
-) -> App:
-    """A Bolt app that verifies signatures and answers Slack as soon as a listener returns.
+def build_bolt_app(services: Services, lazy_runner: DurableLazyRunner) -> App:
+    """A Bolt app that answers Slack as soon as a listener's ack function returns.
 
-    Listeners only validate and ack; what follows an ack runs on `work`. So Bolt runs them
-    in the request's own thread (`process_before_response`), which answers at once, where
-    its default hands each listener to another thread and polls for the ack every 10 ms.
-    A worker's app is `replaying` inbox requests, verified when they arrived.
+    `process_before_response`: the ack function runs in the request's thread and the
+    answer leaves when it returns, after the lazy work was committed as a job. Signatures
+    are verified on the raw body before the request reaches Bolt (`incidentbot.slack.intake`),
+    and jobs run later through this app, long after their request's timestamp expired.
     """
-    app = HandingOffApp(
-        client=flows.gateway.client,
-        signing_secret=settings.slack_signing_secret or None,
+    app = App(
+        client=services.gateway.client,
         process_before_response=True,
-        request_verification_enabled=not replaying,
+        request_verification_enabled=False,
         logger=logging.getLogger("incidentbot.bolt"),
     )
-    listeners.register(app, flows, response, closing, paging, work, replaying=replaying)
-    app.handoff = work if isinstance(work, Handoff) else None
+    app.listener_runner.lazy_listener_runner = lazy_runner
+    listeners.register(app, services)
     return app
-
-
-class HandingOffApp(App):
-    """A Bolt app whose requests, once their listener has run, go through `handoff`."""
-
-    handoff: Handoff | None = None
-
-    def dispatch(self, req: BoltRequest) -> BoltResponse:
-        if self.handoff is None:
-            return super().dispatch(req)
-        return self.handoff.dispatch(req, super().dispatch)

@@ -32,6 +32,8 @@ from incidentbot.core.naming import with_suffix
 
 log = logging.getLogger(__name__)
 
+TOPIC_MAX = 250  # Slack's limit on a channel topic
+
 MAX_NAME_ATTEMPTS = 50
 
 # Errors that mean "already done": treated as success so retries stay idempotent.
@@ -198,8 +200,9 @@ class SlackGateway:
     def invite(self, channel: str, users: Sequence[str]) -> None:
         self._call("conversations.invite", channel=channel, users=",".join(users))
 
-    def set_topic(self, channel: str, topic: str) -> None:
-        self._call("conversations.setTopic", channel=channel, topic=topic[:250])
+    def set_topic(self, channel: str, topic: str) -> bool:
+        self._call("conversations.setTopic", channel=channel, topic=topic[:TOPIC_MAX])
+        return True
 
     def post_message(
         self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,

@@ -14,13 +14,11 @@ from incidentbot.core import lifecycle, timeline, updates
 from incidentbot.core.roles import Role
 from incidentbot.core.status import Status
 from incidentbot.core.updates import UpdateRequest
-from incidentbot.db import transaction
-from incidentbot.group_commit import Row
+from incidentbot.db import insert_ignore, transaction
 from incidentbot.models import Incident, StatusUpdate, TimelineEvent
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError, describe_slack_error
-from incidentbot.spool import SpoolWriter, row_key
 
 log = logging.getLogger(__name__)
 
@@ -42,55 +40,41 @@ def ts_time(ts: str) -> datetime:
 class ResponseWorkflows:
     """What happens in an incident channel while the incident is open."""
 
-    def __init__(self, flows: IncidentWorkflows, bot_user_id: str = "",
-                 spool: SpoolWriter | None = None) -> None:
-        """`spool`: where a serving process stores channel messages (`incidentbot.spool`);
-        None: they are inserted into the timeline."""
+    def __init__(self, flows: IncidentWorkflows, bot_user_id: str = "") -> None:
         self.flows = flows
         self.gateway = flows.gateway
         self.settings = flows.settings
         self.bot_user_id = bot_user_id
         self._channel_incidents: dict[str, int] = {}
-        self._spool = spool
 
     # -- timeline capture (raises on database failure so Slack redelivers) --------------
 
-    def message_row(self, event: dict[str, Any]) -> Row | None:
-        """The timeline row of a new human message in an incident channel, else None.
-
-        The caller stores it before Slack gets its answer (see `Listeners.admit`).
-        Raises on database failure, so Slack redelivers.
-        """
-        if event.get("type") != "message" or event.get("subtype") not in HUMAN_SUBTYPES \
-                or self._from_bot(event) or not event.get("ts"):
-            return None
-        incident_id = self._incident_id(event.get("channel", ""))
-        if incident_id is None:
-            return None
-        ts = event["ts"]
-        return Row(TimelineEvent.__table__, timeline.message_row(
-            incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
-            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts)), timeline.EVENT_KEY)
-
-    def store_message(self, row: Row) -> bool:
-        """Store a message's timeline row before Slack gets its answer; False if it was
-        stored before. Raises on database failure, so Slack redelivers."""
-        if self._spool is not None:
-            try:
-                return self._spool.append_row(row)
-            except OSError as exc:  # a full disk, say: the database may still take it
-                log.warning("Spool unavailable (%s); storing the message directly", exc)
-        return self.flows.writes.insert(row)
-
-    def capture_change(self, event: dict[str, Any]) -> bool:
-        """Apply an edit, a deletion or a key-event reaction to its incident's timeline;
-        False if not relevant. Raises on database failure, so Slack redelivers."""
+    def capture(self, event: dict[str, Any]) -> bool:
+        """Store a channel message, or apply an edit, a deletion or a key-event reaction, in
+        its incident's timeline; False if not relevant (another channel, a bot's post)."""
         kind, subtype = event.get("type"), event.get("subtype")
         if kind == "message" and subtype in ("message_changed", "message_deleted"):
             return self._capture_change(event)
+        if kind == "message":
+            return self._store_message(event)
         if kind in ("reaction_added", "reaction_removed"):
             return self._capture_reaction(event, is_key=kind == "reaction_added")
         return False
+
+    def _store_message(self, event: dict[str, Any]) -> bool:
+        """One insert, ignored when the message (its incident and ts) is stored already."""
+        if event.get("subtype") not in HUMAN_SUBTYPES or self._from_bot(event) \
+                or not event.get("ts"):
+            return False
+        incident_id = self._incident_id(event.get("channel", ""))
+        if incident_id is None:
+            return False
+        ts = event["ts"]
+        row = timeline.message_row(
+            incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
+            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts))
+        with transaction(self.flows.sessions) as session:
+            return insert_ignore(session, TimelineEvent.__table__, row, timeline.EVENT_KEY)
 
     def _incident_id(self, channel_id: str) -> int | None:
         """The incident of a channel (a channel never changes incident, so hits are cached)."""
@@ -108,25 +92,9 @@ class ResponseWorkflows:
             return bool(self._in_incident(
                 channel, lambda session, incident: self._apply_edit(session, incident, event)))
         ts = event.get("deleted_ts") or (event.get("previous_message") or {}).get("ts")
-        return bool(ts) and self._on_message(channel, ts, lambda session, incident: (
+        return bool(ts) and bool(self._in_incident(channel, lambda session, incident: (
             timeline.apply_delete(session, incident.id, ts=ts,
-                                  deleted_at=ts_time(event.get("ts") or ts))))
-
-    def _on_message(self, channel_id: str, ts: str, apply: ChangeToMessage) -> bool:
-        """Apply a change to a message of an incident channel (False: not found). One not
-        found that was spooled may not be moved yet: once the worker has moved what was
-        spooled before now, it is tried again (`SpoolBehind` if the worker is late: Slack
-        redelivers)."""
-        applied = self._in_incident(channel_id, apply)
-        if applied is False and self._spool is not None and self._spooled(channel_id, ts):
-            self._spool.wait_moved()
-            applied = self._in_incident(channel_id, apply)
-        return bool(applied)
-
-    def _spooled(self, channel_id: str, ts: str) -> bool:
-        incident_id = self._incident_id(channel_id)
-        return self._spool is not None and incident_id is not None and self._spool.holds(
-            row_key(TimelineEvent.__table__, (incident_id, timeline.message_key(ts))))
+                                  deleted_at=ts_time(event.get("ts") or ts)))))
 
     def _in_incident(self, channel_id: str, apply: ChangeToMessage) -> bool | None:
         """`apply` to the incident of a channel, in one transaction (None: no incident)."""
@@ -156,8 +124,8 @@ class ResponseWorkflows:
         if event.get("reaction") != KEY_REACTION or item.get("type") != "message":
             return False
         ts = item.get("ts", "")
-        return self._on_message(item.get("channel", ""), ts, lambda session, incident: (
-            timeline.mark_key(session, incident.id, ts, is_key=is_key)))
+        return bool(self._in_incident(item.get("channel", ""), lambda session, incident: (
+            timeline.mark_key(session, incident.id, ts, is_key=is_key))))
 
     def _from_bot(self, message: dict[str, Any]) -> bool:
         return (

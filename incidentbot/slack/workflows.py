@@ -22,8 +22,7 @@ from incidentbot.core.services import Service, load_catalog
 from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
-from incidentbot.db import transaction
-from incidentbot.group_commit import GroupCommit, Row
+from incidentbot.db import insert_ignore, transaction
 from incidentbot.models import Incident, SeenRequest, TimelineEvent, utcnow
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack import blocks
@@ -69,7 +68,7 @@ class IncidentWorkflows:
 
     def __init__(
         self, settings: Settings, sessions: sessionmaker[Session], gateway: SlackGateway,
-        clock: Callable[[], datetime] = utcnow, *, writes: GroupCommit,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -77,7 +76,6 @@ class IncidentWorkflows:
         self.clock = clock
         self.reminders: ReminderScheduler | None = None
         self.catalog = load_catalog(settings.services_file)
-        self.writes = writes  # hot-path writes (request ledger, channel messages)
         self._remembered = 0
 
     def interval(self, severity: str) -> float:
@@ -140,7 +138,7 @@ class IncidentWorkflows:
             with self._unit() as session:
                 existing = lifecycle.find_by_request_key(session, declaration.request_key)
             if existing:
-                return DeclareResult(existing, created=False)
+                return self._resume(existing)
         now = self.clock()
         prefix = "drill" if declaration.is_drill else self.settings.incident_channel_prefix
         base = channel_name(prefix, now, declaration.title)
@@ -159,6 +157,15 @@ class IncidentWorkflows:
         problems = self._open_channel(incident)
         self.plan_reminder(incident)
         return DeclareResult(incident, problems=problems)
+
+    def _resume(self, incident: Incident) -> DeclareResult:
+        """A declaration run again (its job restarted after a crash): finish opening the
+        channel if the card was never posted."""
+        if incident.card_ts:
+            return DeclareResult(incident, created=False)
+        problems = self._open_channel(incident)
+        self.plan_reminder(incident)
+        return DeclareResult(incident, created=False, problems=problems)
 
     def _record_declaration(
         self, declaration: Declaration, channel_id: str, name: str, now: datetime
@@ -186,9 +193,9 @@ class IncidentWorkflows:
         """Invite the declarer, set the topic, post and pin the card; each step is recorded."""
         problems: list[str] = []
         channel = incident.channel_id
+        topic = blocks.topic(incident)
         steps: list[tuple[EventKind, str, Callable[[], object]]] = [
-            (EventKind.TOPIC_SET, f"Topic set: {blocks.topic(incident)}",
-             lambda: self.gateway.set_topic(channel, blocks.topic(incident))),
+            (EventKind.TOPIC_SET, f"Topic set: {topic}", lambda: self._set_first_topic(incident)),
         ]
         if blocks.USER_ID.match(incident.declared_by):
             steps.insert(0, (EventKind.MEMBER_INVITED, f"<@{incident.declared_by}> invited",
@@ -336,13 +343,32 @@ class IncidentWorkflows:
             self._try(lambda: self.gateway.update_message(
                 incident.channel_id, incident.card_ts or "", blocks.card_text(incident),
                 blocks.incident_card(incident, latest)))
-        self._try(lambda: self.gateway.set_topic(incident.channel_id, blocks.topic(incident)))
+        self.set_topic(incident)
+
+    def _set_first_topic(self, incident: Incident) -> bool:
+        topic = blocks.topic(incident)
+        self.gateway.set_topic(incident.channel_id, topic)
+        with transaction(self.sessions) as session:
+            lifecycle.set_topic(session, incident.id, topic)
+        incident.topic = topic
+        return True
+
+    def set_topic(self, incident: Incident) -> None:
+        """Set the channel topic when its text changed (`setTopic` is rate-limited hard)."""
+        topic = blocks.topic(incident)
+        if topic == incident.topic:
+            return
+        if self._try(lambda: self.gateway.set_topic(incident.channel_id, topic)) is None:
+            return
+        with transaction(self.sessions) as session:
+            lifecycle.set_topic(session, incident.id, topic)
 
     def remember_request(self, signature: str) -> bool:
         """False if this exact signed request was accepted before (a replay)."""
         now = self.clock()
-        fresh = self.writes.insert(
-            Row(SeenRequest.__table__, security.ledger_row(signature, now), security.LEDGER_KEY))
+        with transaction(self.sessions) as session:
+            fresh = insert_ignore(session, SeenRequest.__table__,
+                                  security.ledger_row(signature, now), security.LEDGER_KEY)
         self._remembered += 1
         if self._remembered % 500 == 0:
             with transaction(self.sessions) as session:
@@ -394,11 +420,12 @@ class IncidentWorkflows:
 
     def _record(self, incident_id: int, kind: EventKind, text: str,
                 data: dict[str, Any] | None = None) -> None:
-        """Record a bot-side step; steps recorded at the same moment share one commit."""
+        """Record a bot-side step (a failure to record it is logged, not raised)."""
         row = timeline.event_row(incident_id, kind, text, occurred_at=self.clock(),
                                  data=dict(data or {}))
         try:
-            self.writes.insert(Row(TimelineEvent.__table__, row, timeline.EVENT_KEY))
+            with transaction(self.sessions) as session:
+                insert_ignore(session, TimelineEvent.__table__, row, timeline.EVENT_KEY)
         except SQLAlchemyError:
             log.exception("Could not record %s for incident %s", kind, incident_id)
 
