@@ -29,6 +29,7 @@ from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
 from incidentbot.db import create_db_engine, migrate, ping, session_factory, transaction
 from incidentbot.jobs import queue
+from incidentbot.jobs.queue import JobAdmin
 from incidentbot.jobs.runner import DurableLazyRunner, JobRunner
 from incidentbot.reminders import ReminderScheduler
 from incidentbot.slack import intake
@@ -110,6 +111,7 @@ def _services(settings: Settings, sessions: sessionmaker[Session],
         closing=ClosingWorkflows(declaring),
         paging=PagingWorkflows(declaring),
         alerts=AlertWorkflows(declaring),
+        jobs=JobAdmin(sessions, declaring.clock),
     )
 
 

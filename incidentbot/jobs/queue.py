@@ -9,11 +9,12 @@ read `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's claims.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from incidentbot.db import insert_ignore
 from incidentbot.models import Job
@@ -136,3 +137,19 @@ def forget_done(session: Session, now: datetime) -> int:
     """Delete finished jobs older than `KEEP_DONE` (failed ones stay until retried)."""
     return session.execute(Job.__table__.delete().where(
         Job.state == DONE, Job.finished_at < now - KEEP_DONE)).rowcount
+
+
+class JobAdmin:
+    """What an admin sees of the queue and can do about it."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    def overview(self) -> tuple[list[Job], QueueStats]:
+        with self._sessions() as session:
+            return failed_jobs(session), stats(session, self._clock())
+
+    def retry(self, job_id: int) -> bool:
+        with self._sessions.begin() as session:
+            return retry(session, job_id, self._clock())

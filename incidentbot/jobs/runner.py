@@ -102,6 +102,17 @@ def stored_request(job: ClaimedJob) -> BoltRequest:
     return request
 
 
+def describe(body: dict[str, Any]) -> str:
+    """What a request asked, for the log of a job that failed: who, where, what."""
+    user = body.get("user_id") or (body.get("user") or {}).get("id", "")
+    channel = body.get("channel_id") or (body.get("channel") or {}).get("id", "")
+    actions = body.get("actions") or [{}]
+    what = (f"{body.get('command')} {body.get('text', '')}" if body.get("command") else
+            (body.get("view") or {}).get("callback_id") or actions[0].get("action_id") or
+            body.get("type", "?"))
+    return f"{what} by {user or '?'} in {channel or '?'}"[:300]
+
+
 class JobRunner:
     """Claims jobs and runs them on `threads` threads, until `stop`.
 
@@ -174,13 +185,13 @@ class JobRunner:
         try:
             request = stored_request(job)
             response = self._app.dispatch(request)
-        except Exception as exc:  # a stored body that no longer parses
+        except Exception as exc:  # a stored body that no longer reads
             return f"{type(exc).__name__}: {exc}"
         error = request.context.get(JOB_ERROR)
         if error is not None:
-            return f"{type(error).__name__}: {error}"
+            return f"{type(error).__name__}: {error} [{describe(request.body)}]"
         if response.status != 200:
-            return f"no listener ran it (answered {response.status})"
+            return f"no listener ran it (answered {response.status}) [{describe(request.body)}]"
         return None
 
     def _record(self, job: ClaimedJob, error: str | None) -> None:

@@ -686,3 +686,19 @@ def nudge_text(incident: Incident) -> str:
     return (f":wave: {mention(ic)}: this incident has been quiet for a while. Is it still "
             "active? Post an update with `/incident update`, or resolve it with "
             "`/incident resolve`.")
+
+
+def failed_jobs_blocks(jobs: list[Any], stats: Any) -> list[dict[str, Any]]:
+    """Failed jobs for an admin: what failed, when, with its last error, and how to retry."""
+    lines = [f"*#{job.id}* `{escape(job.function)}` failed {slack_date(job.finished_at)} "
+             f"after {job.attempts} attempts: {escape((job.error or '')[:300])}"
+             for job in jobs] or ["No failed jobs."]
+    return _blocks(
+        HeaderBlock(text=PlainTextObject(text="Jobs")),
+        SectionBlock(text=MarkdownTextObject(text=truncate(
+            f"*Pending:* {stats.pending} (oldest {stats.oldest_pending_s:.0f}s) · "
+            f"*Failed:* {stats.failed}", SECTION_LIMIT))),
+        SectionBlock(text=MarkdownTextObject(text=truncate("\n".join(lines), SECTION_LIMIT))),
+        ContextBlock(elements=[MarkdownTextObject(
+            text="`/incident admin retry <id>` runs a failed job again.")]),
+    )

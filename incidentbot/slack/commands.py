@@ -121,9 +121,16 @@ class Stats:
     days: float = 30
 
 
+@dataclass(frozen=True)
+class AdminJobs:
+    """List failed jobs, or give one (`retry`) another set of attempts."""
+
+    retry: int | None = None
+
+
 Command = (Help | Declare | AssignRole | SetSeverity | SetStatus | ListOpen | PostUpdate | Note
            | ShowTimeline | Resolve | Reopen | DraftPostmortem | AddAction | ListActions | Stats
-           | CommsDrafts | PageService)
+           | CommsDrafts | PageService | AdminJobs)
 
 # Commands that act on "this incident" and so need an incident channel.
 NEEDS_INCIDENT = (AssignRole, SetSeverity, SetStatus, PostUpdate, Note, ShowTimeline, Resolve,
@@ -277,6 +284,15 @@ def _stats(args: list[str], _rest: str) -> Command:
     return Stats(days=days)
 
 
+def _admin(args: list[str], _rest: str) -> Command:
+    usage = "Use `/incident admin jobs` or `/incident admin retry <job id>`."
+    if args == ["jobs"]:
+        return AdminJobs()
+    if len(args) == 2 and args[0].lower() == "retry" and args[1].isdigit():
+        return AdminJobs(retry=int(args[1]))
+    raise UsageError(usage)
+
+
 def _no_args(command: type[Command]) -> Parser:
     return lambda _args, _rest: command()
 
@@ -300,4 +316,5 @@ _PARSERS = {
     "stats": _stats,
     "comms": _no_args(CommsDrafts),
     "page": lambda _args, rest: PageService(service=rest.strip()),
+    "admin": _admin,
 }

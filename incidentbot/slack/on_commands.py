@@ -17,6 +17,7 @@ from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.commands import (
     NEEDS_INCIDENT,
     AddAction,
+    AdminJobs,
     AssignRole,
     Command,
     CommsDrafts,
@@ -93,6 +94,8 @@ class CommandListener:
         elif isinstance(parsed, Stats):
             self._respond(command, "Incident statistics",
                           blocks.stats_blocks(self.s.closing.stats(parsed.days, user)))
+        elif isinstance(parsed, AdminJobs):
+            self._admin_jobs(parsed, command, reply)
         elif isinstance(parsed, NEEDS_INCIDENT):
             incident = self._incident_here(command["channel_id"],
                                            command.get("text", "").split()[0])
@@ -173,6 +176,17 @@ class CommandListener:
             request_key=f"trigger:{command.get('trigger_id', '')}", is_drill=parsed.drill,
         ))
         reply(declared_message(result.incident, result.problems))
+
+    def _admin_jobs(self, parsed: AdminJobs, command: dict[str, Any], reply: Reply) -> None:
+        if not self.s.declaring.is_admin(command["user_id"]):
+            raise UserFacingError("Only the people in INCIDENT_ADMINS may look after jobs.")
+        if parsed.retry is None:
+            jobs, stats = self.s.jobs.overview()
+            self._respond(command, "Jobs", blocks.failed_jobs_blocks(jobs, stats))
+        elif self.s.jobs.retry(parsed.retry):
+            reply(f"Job #{parsed.retry} will run again shortly.")
+        else:
+            reply(f"There is no failed job #{parsed.retry}.")
 
     def _incident_here(self, channel_id: str, subcommand: str) -> Incident:
         incident = self.s.declaring.incident_for_channel(channel_id)

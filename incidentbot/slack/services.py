@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from incidentbot.jobs.queue import JobAdmin
 from incidentbot.slack.alerts import AlertWorkflows
 from incidentbot.slack.closing import ClosingWorkflows
 from incidentbot.slack.gateway import SlackGateway
@@ -21,6 +22,7 @@ class Services:
     closing: ClosingWorkflows
     paging: PagingWorkflows
     alerts: AlertWorkflows
+    jobs: JobAdmin
 
     @property
     def gateway(self) -> SlackGateway:

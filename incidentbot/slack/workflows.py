@@ -382,11 +382,15 @@ class IncidentWorkflows:
     def authorize(self, incident: Incident, user_id: str, action: str) -> None:
         """Role holders and INCIDENT_ADMINS (users or user groups) may; others are told who."""
         admins = self.settings.admin_ids
-        if security.may_command(incident, user_id, admins):
-            return
-        if any(user_id in self.gateway.usergroup_members(g) for g in admins if g[:1] == "S"):
+        if security.may_command(incident, user_id, admins) or self.is_admin(user_id):
             return
         raise UserFacingError(security.refusal(incident, action, bool(admins)))
+
+    def is_admin(self, user_id: str) -> bool:
+        """Named in INCIDENT_ADMINS, directly or through a user group."""
+        admins = self.settings.admin_ids
+        return user_id in admins or any(
+            user_id in self.gateway.usergroup_members(g) for g in admins if g[:1] == "S")
 
     def visible_private_channels(self, user_id: str) -> set[str] | None:
         """The private channels this user may see incidents of (None: lookup failed)."""
