@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -190,37 +191,45 @@ class IncidentWorkflows:
             raise UserFacingError(DB_DOWN + " (The channel I had created was archived.)") from None
 
     def _open_channel(self, incident: Incident) -> list[str]:
-        """Invite the declarer, set the topic, post and pin the card; each step is recorded."""
+        """Invite the declarer, set the topic, post and pin the card, announce; each step is
+        recorded. Steps that do not wait on each other go to Slack at the same time, so the
+        channel is ready after create → post card → pin."""
         problems: list[str] = []
         channel = incident.channel_id
-        topic = blocks.topic(incident)
-        steps: list[tuple[EventKind, str, Callable[[], object]]] = [
-            (EventKind.TOPIC_SET, f"Topic set: {topic}", lambda: self._set_first_topic(incident)),
-        ]
-        if blocks.USER_ID.match(incident.declared_by):
-            steps.insert(0, (EventKind.MEMBER_INVITED, f"<@{incident.declared_by}> invited",
-                             lambda: self.gateway.invite(channel, [incident.declared_by])))
-        for kind, text, step in steps:
-            self._step(incident, kind, text, step, problems)
+        with ThreadPoolExecutor(4, thread_name_prefix="declare") as side:
+            if blocks.USER_ID.match(incident.declared_by):
+                side.submit(self._step, incident, EventKind.MEMBER_INVITED,
+                            f"<@{incident.declared_by}> invited",
+                            lambda: self.gateway.invite(channel, [incident.declared_by]),
+                            problems)
+            side.submit(self._step, incident, EventKind.TOPIC_SET,
+                        f"Topic set: {blocks.topic(incident)}",
+                        lambda: self._set_first_topic(incident), problems)
+            side.submit(self.broadcast, incident,
+                        f":rotating_light: *{incident.severity}* incident declared: "
+                        f"{blocks.escape(incident.title)} in <#{incident.channel_id}>",
+                        "was declared")
+            self._post_card(incident, side, problems)
+            self._try(lambda: self.say(incident, blocks.declared_announcement(incident)))
+            service = self.catalog.get(incident.service) if incident.service else None
+            if service is not None:
+                self._bring_in_service(incident, service, problems)
+        return problems
+
+    def _post_card(self, incident: Incident, side: ThreadPoolExecutor,
+                   problems: list[str]) -> None:
+        """Post the card, then pin it (on `side`, while the rest goes on)."""
         card_ts = self._step(
             incident, EventKind.CARD_POSTED, "Incident card posted",
             lambda: self.gateway.post_message(
-                channel, blocks.card_text(incident), blocks.incident_card(incident)),
+                incident.channel_id, blocks.card_text(incident), blocks.incident_card(incident)),
             problems,
         )
         if isinstance(card_ts, str):
             with transaction(self.sessions) as session:
                 lifecycle.set_card(session, incident, card_ts)
-            self._step(incident, EventKind.CARD_PINNED, "Incident card pinned",
-                       lambda: self.gateway.pin(channel, card_ts), problems)
-        self._try(lambda: self.say(incident, blocks.declared_announcement(incident)))
-        service = self.catalog.get(incident.service) if incident.service else None
-        if service is not None:
-            self._bring_in_service(incident, service, problems)
-        self.broadcast(incident, f":rotating_light: *{incident.severity}* incident declared: "
-                                 f"{blocks.escape(incident.title)} in <#{incident.channel_id}>",
-                       "was declared")
-        return problems
+            side.submit(self._step, incident, EventKind.CARD_PINNED, "Incident card pinned",
+                        lambda: self.gateway.pin(incident.channel_id, card_ts), problems)
 
     def _bring_in_service(self, incident: Incident, service: Service,
                           problems: list[str]) -> None:
