@@ -132,8 +132,9 @@ def launch(settings: Settings) -> Bot:
 def _take_over(
     flows: IncidentWorkflows, response: ResponseWorkflows, paging: PagingWorkflows
 ) -> None:
-    """On becoming the scheduler leader (at start on SQLite): post reminders a crash left
-    claimed but unposted, then re-plan every open incident's reminder from the database."""
+    """On becoming the scheduler leader (at start on SQLite): settle reminders a crash left
+    claimed but unconfirmed (confirm those Slack stored, post the others), then re-plan every
+    open incident's reminder from the database."""
     recovered = response.recover_reminders()
     planned = flows.plan_all_reminders()
     paging.replan_pending()
