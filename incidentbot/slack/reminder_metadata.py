@@ -9,9 +9,10 @@ and before posting an unconfirmed claim again, the next leader reads the channel
 around the claim's time (conversations.history with include_all_metadata) for a message
 carrying its key; one found confirms the claim instead.
 
-Scopes: reading metadata back with conversations.history needs only the history scope of
-the channel (`channels:history`, `groups:history`, both in the manifests);
-`metadata.message:read` is for receiving the Events API's `message_metadata_*` events.
+Scopes: Slack lists only the channel's history scope for conversations.history
+(`channels:history`, `groups:history`, both in the manifests), include_all_metadata
+included; `metadata.message:read` is documented for the Events API's `message_metadata_*`
+events, which the bot does not use.
 
 Pure functions: building the metadata, the ts window to search, and finding the claim.
 """
