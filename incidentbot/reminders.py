@@ -12,7 +12,10 @@ The leader holds a PostgreSQL session-level advisory lock on a dedicated connect
 dies its connection closes, the lock is released, and another replica takes it within
 `LEADER_POLL_S`. A leader that can no longer confirm its lock pauses at once. Posting stays
 idempotent underneath: each due reminder is claimed with a unique key before it is posted,
-so even two leaders for a moment could not post it twice. On SQLite the one process leads.
+so even two leaders for a moment could not post it twice; the key goes out in the message's
+metadata, so the next leader finds a reminder whose leader died before confirming it
+(`ResponseWorkflows.recover_reminders`) rather than posting it again. On SQLite the one
+process leads.
 """
 
 from __future__ import annotations

@@ -116,7 +116,9 @@ def _services(settings: Settings, sessions: sessionmaker[Session],
 
 
 def _scheduler(engine: Engine, services: Services, threads: int) -> ReminderScheduler:
-    """The reminder scheduler; its leader posts what a crash left half-done, then plans."""
+    """The reminder scheduler. On becoming its leader (at start on SQLite) a replica settles
+    reminders a crash left claimed but unconfirmed (confirms those Slack stored, posts the
+    others), then re-plans every open incident's reminder from the database."""
 
     def take_over() -> None:
         recovered = services.running.recover_reminders()

@@ -3,13 +3,15 @@
 `FakeSlack` answers `/api/<method>` like slack.com does (HTTP 200 with `{"ok": ...}` bodies, Slack's
 error codes and argument checks), plus the file upload URLs handed out by
 `files.getUploadURLExternal` and slash-command response URLs (like hooks.slack.com). Faults
-(429 + Retry-After, 5xx, connection resets) and latency can be injected per method.
+(429 + Retry-After, 5xx, connection resets) and latency can be injected per method, and a
+hook can run between a method's work and its answer (`before_answer`).
 
 All state is guarded by one lock; the read helpers return deep copies.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import email.parser
@@ -17,6 +19,7 @@ import email.policy
 import itertools
 import json
 import mimetypes
+import re
 import secrets
 import socket
 import string
@@ -56,6 +59,11 @@ _BLOCK_TYPES = frozenset({
     "rich_text", "section", "table", "video",
 })
 _ID_CHARS = string.ascii_letters + string.digits
+# A message metadata `event_type`: letters, digits, `_` and `-` ("Using message metadata").
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+")
+
+# `hook(args, answer)`, run before a Web API answer leaves (see `FakeSlack.before_answer`)
+AnswerHook = Callable[[JSON, JSON], bool | None]
 
 
 class SlackError(Exception):
@@ -138,6 +146,46 @@ def _flag(args: JSON, key: str) -> bool:
 def _json_arg(value: Any) -> Any:
     """A JSON-encoded form value decoded; values from JSON bodies pass through."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _message_metadata(raw: Any) -> tuple[JSON | None, str | None]:
+    """chat.postMessage's `metadata`, checked as Slack does: (metadata, warning).
+
+    Not an object with a string `event_type` and an object `event_payload`: refused with
+    `invalid_metadata_format`. An `event_type` with other characters than letters, digits,
+    `_` and `-`: the message is posted without its metadata, with the warning
+    `invalid_metadata_schema` ("Metadata with an invalid event_type returns an
+    invalid_metadata_schema warning and is ignored", Slack's "Using message metadata").
+    """
+    if raw in (None, ""):
+        return None, None
+    try:
+        metadata = _json_arg(raw)
+    except ValueError:
+        raise SlackError("invalid_metadata_format") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str) \
+            or not isinstance(metadata.get("event_payload"), dict):
+        raise SlackError("invalid_metadata_format")
+    if not _EVENT_TYPE.fullmatch(metadata["event_type"]):
+        return None, "invalid_metadata_schema"
+    return {"event_type": metadata["event_type"],
+            "event_payload": copy.deepcopy(metadata["event_payload"])}, None
+
+
+def _history_cursor(ts: str) -> str:
+    """conversations.history's next_cursor: Slack's own shape, base64 of `next_ts:<ts digits>`."""
+    return base64.b64encode(f"next_ts:{ts.replace('.', '')}".encode()).decode()
+
+
+def _cursor_ts(cursor: str) -> str:
+    """The ts a history cursor continues before; `invalid_cursor` if it is not one of ours."""
+    try:
+        prefix, digits = base64.b64decode(cursor, validate=True).decode().split(":", 1)
+    except (ValueError, UnicodeDecodeError):
+        raise SlackError("invalid_cursor") from None
+    if prefix != "next_ts" or not digits.isdigit() or len(digits) <= 6:
+        raise SlackError("invalid_cursor")
+    return f"{digits[:-6]}.{digits[-6:]}"
 
 
 def _short_id(taken: Iterable[str] = ()) -> str:
@@ -390,7 +438,7 @@ class FakeSlack:
         self.connections_accepted = 0
         self._seq = itertools.count(1)
         self._ts_base = int(time.time())
-        self._ts_seq = 0
+        self._ts_last = 0  # microseconds of the last ts handed out
         self._users: dict[str, JSON] = {}
         self._methods: dict[str, Callable[[JSON], JSON]] = {
             "api.test": lambda args: {"args": args},
@@ -446,6 +494,7 @@ class FakeSlack:
         self._calls: list[tuple[str, JSON]] = []
         self._faults: dict[str, deque[_Fault]] = {}
         self._latency: dict[str | None, float] = {}
+        self._hooks: dict[str, list[AnswerHook]] = {}
         self._triggers: dict[str, JSON] = {}
         self._clock_offset = 0.0
 
@@ -528,12 +577,14 @@ class FakeSlack:
     def add_message(
         self, channel_id: str, user: str, text: str, *, ts: str | None = None,
         thread_ts: str | None = None, blocks: list[JSON] | None = None,
+        metadata: JSON | None = None,
     ) -> str:
-        """Store a message as if `user` had posted it (e.g. before sending its event)."""
+        """Store a message as if `user` had posted it (e.g. before sending its event);
+        `metadata` as an app posts it ({"event_type": ..., "event_payload": {...}})."""
         with self._lock:
             channel = self._require_channel(channel_id)
             message = self._store_message(channel, user=user, text=text, blocks=blocks,
-                                          thread_ts=thread_ts, ts=ts)
+                                          thread_ts=thread_ts, ts=ts, metadata=metadata)
             return str(message["ts"])
 
     def edit_message(
@@ -609,6 +660,15 @@ class FakeSlack:
         with self._lock:
             self._latency[method] = seconds
 
+    def before_answer(self, method: str, hook: AnswerHook) -> None:
+        """Run `hook(args, answer)` each time `method` has done its work (a message stored,
+        say) and before its answer leaves; `args` as in `calls`. A hook returning True drops
+        the connection instead of answering: the caller never learns the outcome, as when
+        it dies mid-call. Hooks run on the request's thread, outside the fake's lock (they
+        may read the fake), until `reset()`."""
+        with self._lock:
+            self._hooks.setdefault(method, []).append(hook)
+
     def reset(self) -> None:
         """Forget everything except users."""
         with self._lock:
@@ -654,8 +714,8 @@ class FakeSlack:
     def messages(self, channel_id: str) -> list[JSON]:
         """Every message in the channel (thread replies included), oldest first.
 
-        Each has ts, user, text, blocks, thread_ts, edited, files and `updates` (one entry per
-        chat.update).
+        Each has ts, user, text, blocks, thread_ts, edited, files, metadata (None, or what
+        chat.postMessage stored) and `updates` (one entry per chat.update).
         """
         with self._lock:
             return copy.deepcopy(self._messages.get(channel_id, []))
@@ -669,11 +729,13 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy(self._require_message(channel_id, ts)["updates"])
 
-    def api_message(self, channel_id: str, ts: str) -> JSON | None:
-        """A message shaped as the Web API (conversations.history) would return it."""
+    def api_message(self, channel_id: str, ts: str, *, with_metadata: bool = False) -> JSON | None:
+        """A message shaped as the Web API (conversations.history) would return it
+        (`with_metadata`: as with include_all_metadata)."""
         with self._lock:
             message = self._find_message(channel_id, ts)
-            return None if message is None else self._render_message(channel_id, message)
+            return None if message is None else self._render_message(
+                channel_id, message, with_metadata=with_metadata)
 
     def pins(self, channel_id: str) -> list[JSON]:
         """The pinned messages of a channel, in pin order."""
@@ -889,7 +951,20 @@ class FakeSlack:
                 payload = {"ok": True, **handler(args)}
         except SlackError as exc:
             payload = {"ok": False, "error": exc.error, **exc.extra}
+        if self._run_hooks(method, args, payload):
+            self._drop_connection(req)
+            return
         self._reply_json(req, payload)
+
+    def _run_hooks(self, method: str, args: JSON, payload: JSON) -> bool:
+        """Run the `before_answer` hooks of `method`; True if one asks to drop the answer."""
+        with self._lock:
+            hooks = list(self._hooks.get(method, []))
+        logged = self._loggable(args)
+        drop = False
+        for hook in hooks:
+            drop = bool(hook(copy.deepcopy(logged), copy.deepcopy(payload))) or drop
+        return drop
 
     @staticmethod
     def _parse_args(content_type: str, query: str, body: bytes) -> JSON:
@@ -979,9 +1054,10 @@ class FakeSlack:
     # -- internal state helpers (call with the lock held) --------------------------------------
 
     def _next_ts(self) -> str:
-        self._ts_seq += 1
-        micros = self._ts_seq * 100
-        return f"{self._ts_base + micros // 1_000_000}.{micros % 1_000_000:06d}"
+        """Slack's `ts` is the moment the message was stored, in microseconds: the wall
+        clock here, kept unique and increasing (at least 100 µs apart)."""
+        self._ts_last = max(time.time_ns() // 1000, self._ts_last + 100)
+        return f"{self._ts_last // 1_000_000}.{self._ts_last % 1_000_000:06d}"
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._seq):08d}"
@@ -1053,13 +1129,14 @@ class FakeSlack:
         self, channel: JSON, *, user: str, text: str, blocks: list[JSON] | None = None,
         thread_ts: str | None = None, ts: str | None = None,
         attachments: list[JSON] | None = None, files: list[str] | None = None,
+        metadata: JSON | None = None,
     ) -> JSON:
         message: JSON = {
             "type": "message", "ts": ts or self._next_ts(), "user": user, "text": text,
             "blocks": copy.deepcopy(blocks) if blocks else [],
             "attachments": copy.deepcopy(attachments) if attachments else [],
             "thread_ts": thread_ts or None, "edited": None, "files": list(files or []),
-            "updates": [],
+            "updates": [], "metadata": copy.deepcopy(metadata),
         }
         self._messages[channel["id"]].append(message)
         return message
@@ -1141,9 +1218,14 @@ class FakeSlack:
             "channels": list(record["channels"]),
         }
 
-    def _render_message(self, channel_id: str, message: JSON) -> JSON:
+    def _render_message(self, channel_id: str, message: JSON, *,
+                        with_metadata: bool = False) -> JSON:
+        """A stored message as the Web API shows it; its metadata only `with_metadata` (what
+        conversations.history and .replies do with include_all_metadata)."""
         out: JSON = {"type": "message", "user": message["user"], "text": message["text"],
                      "ts": message["ts"], "team": self.team_id}
+        if with_metadata and message.get("metadata"):
+            out["metadata"] = copy.deepcopy(message["metadata"])
         if message["user"] == self.bot_user_id:
             out["bot_id"] = self.bot_id
             out["app_id"] = self.app_id
@@ -1382,14 +1464,18 @@ class FakeSlack:
         return {}
 
     def _conversations_history(self, args: JSON) -> JSON:
+        """Top-level messages between `oldest` and `latest`, newest first, `limit` a page;
+        `next_cursor` continues with older ones. Metadata only with include_all_metadata."""
         channel = self._visible(_s(args, "channel"))
         if self.bot_user_id not in channel["members"]:
             raise SlackError("not_in_channel")
         latest, oldest = _s(args, "latest"), _s(args, "oldest")
         inclusive = _flag(args, "inclusive")
         limit = int(_s(args, "limit") or 100)
+        before = _cursor_ts(_s(args, "cursor")) if _s(args, "cursor") else None
         found = []
-        for message in reversed(self._messages[channel["id"]]):
+        for message in sorted(self._messages[channel["id"]], key=lambda m: float(m["ts"]),
+                              reverse=True):
             if message["thread_ts"] not in (None, message["ts"]):
                 continue
             ts = float(message["ts"])
@@ -1397,9 +1483,17 @@ class FakeSlack:
                 continue
             if oldest and (ts < float(oldest) or (ts == float(oldest) and not inclusive)):
                 continue
-            found.append(self._render_message(channel["id"], message))
-        return {"messages": found[:limit], "has_more": len(found) > limit, "pin_count":
-                len(self._pins.get(channel["id"], [])), "response_metadata": {"next_cursor": ""}}
+            if before is not None and ts >= float(before):
+                continue
+            found.append(message)
+        page, has_more = found[:limit], len(found) > limit
+        with_metadata = _flag(args, "include_all_metadata")
+        return {"messages": [self._render_message(channel["id"], m, with_metadata=with_metadata)
+                             for m in page],
+                "has_more": has_more,
+                "pin_count": len(self._pins.get(channel["id"], [])),
+                "response_metadata": {
+                    "next_cursor": _history_cursor(page[-1]["ts"]) if has_more else ""}}
 
     def _conversations_replies(self, args: JSON) -> JSON:
         channel = self._visible(_s(args, "channel"))
@@ -1409,7 +1503,9 @@ class FakeSlack:
             raise SlackError("thread_not_found")
         thread = [parent] + [m for m in self._messages[channel["id"]]
                              if m["thread_ts"] == ts and m["ts"] != ts]
-        return {"messages": [self._render_message(channel["id"], m) for m in thread],
+        with_metadata = _flag(args, "include_all_metadata")
+        return {"messages": [self._render_message(channel["id"], m, with_metadata=with_metadata)
+                             for m in thread],
                 "has_more": False}
 
     def _conversations_list(self, args: JSON) -> JSON:
@@ -1432,11 +1528,15 @@ class FakeSlack:
         if self.bot_user_id not in channel["members"]:
             raise SlackError("not_in_channel")
         text, blocks, attachments = self._message_content(args)
+        metadata, warning = _message_metadata(args.get("metadata"))
         message = self._store_message(channel, user=self.bot_user_id, text=text or "",
                                       blocks=blocks, thread_ts=_s(args, "thread_ts") or None,
-                                      attachments=attachments)
-        return {"channel": channel["id"], "ts": message["ts"],
-                "message": self._render_message(channel["id"], message)}
+                                      attachments=attachments, metadata=metadata)
+        answer: JSON = {"channel": channel["id"], "ts": message["ts"],
+                        "message": self._render_message(channel["id"], message)}
+        if warning is not None:  # Slack's shape for a call that worked with a warning
+            answer.update(warning=warning, response_metadata={"warnings": [warning]})
+        return answer
 
     def _chat_update(self, args: JSON) -> JSON:
         channel = self._visible(_s(args, "channel"))

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+from slack_sdk.models.metadata import Metadata
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
@@ -222,6 +223,107 @@ def test_post_message_errors(slack: FakeSlack, client: WebClient) -> None:
     assert slack.ephemerals(BOB) == []
     client.conversations_archive(channel=channel)
     assert error_of(client.chat_postMessage, channel=channel, text="t") == "is_archived"
+
+
+# -- message metadata and history ----------------------------------------------------------------
+
+REMINDER = {"event_type": "incident_reminder",
+            "event_payload": {"claim_key": "reminder:2026-01-01T00:00:00+00:00", "incident_id": 7}}
+
+
+def test_post_message_keeps_metadata_that_history_returns_only_when_asked(
+        slack: FakeSlack, client: WebClient) -> None:
+    channel = client.conversations_create(name="inc-meta")["channel"]["id"]
+    posted = client.chat_postMessage(channel=channel, text="reminder", metadata=REMINDER)
+    as_model = client.chat_postMessage(channel=channel, text="again", metadata=Metadata(
+        event_type="incident_reminder", event_payload={"claim_key": "k2", "incident_id": 7}))
+    assert "warning" not in posted.data
+    assert slack.message(channel, posted["ts"])["metadata"] == REMINDER
+    assert slack.calls_to("chat.postMessage")[0]["metadata"] == REMINDER
+    plain = client.conversations_history(channel=channel)["messages"]
+    assert [m["ts"] for m in plain] == [as_model["ts"], posted["ts"]]  # newest first
+    assert all("metadata" not in m for m in plain)
+    full = client.conversations_history(channel=channel, include_all_metadata=True)["messages"]
+    assert [m["metadata"] for m in full] == [
+        {"event_type": "incident_reminder",
+         "event_payload": {"claim_key": "k2", "incident_id": 7}}, REMINDER]
+    thread = client.conversations_replies(channel=channel, ts=posted["ts"],
+                                          include_all_metadata=True)["messages"]
+    assert thread[0]["metadata"] == REMINDER
+    assert "metadata" not in client.conversations_replies(
+        channel=channel, ts=posted["ts"])["messages"][0]
+
+
+@pytest.mark.parametrize("metadata", [
+    "{not json", "[]", json.dumps({"event_payload": {}}),
+    json.dumps({"event_type": 7, "event_payload": {}}),
+    json.dumps({"event_type": "incident_reminder"}),
+    json.dumps({"event_type": "incident_reminder", "event_payload": "claim"}),
+])
+def test_metadata_of_the_wrong_shape_is_refused(
+        slack: FakeSlack, client: WebClient, metadata: str) -> None:
+    channel = client.conversations_create(name="inc-bad-meta")["channel"]["id"]
+    assert error_of(client.api_call, "chat.postMessage", params={
+        "channel": channel, "text": "t", "metadata": metadata}) == "invalid_metadata_format"
+    assert slack.messages(channel) == []
+
+
+def test_an_invalid_event_type_posts_the_message_without_its_metadata(
+        slack: FakeSlack, client: WebClient) -> None:
+    """Slack: "Metadata with an invalid event_type returns an invalid_metadata_schema warning
+    and is ignored"."""
+    channel = client.conversations_create(name="inc-schema")["channel"]["id"]
+    posted = client.chat_postMessage(channel=channel, text="t", metadata={
+        "event_type": "incident.reminder", "event_payload": {"claim_key": "k"}})
+    assert posted["warning"] == "invalid_metadata_schema"
+    assert posted["response_metadata"]["warnings"] == ["invalid_metadata_schema"]
+    assert slack.message(channel, posted["ts"])["metadata"] is None
+
+
+def test_history_honours_oldest_latest_limit_and_cursor(
+        slack: FakeSlack, client: WebClient) -> None:
+    channel = client.conversations_create(name="inc-history")["channel"]["id"]
+    ts = [client.chat_postMessage(channel=channel, text=f"m{i}")["ts"] for i in range(6)]
+    slack.add_message(channel, ALICE, "old, posted late", ts="1000000000.000100")
+    assert all(float(t) == pytest.approx(time.time(), abs=60) for t in ts)  # Slack's clock
+
+    def page(**args: Any) -> tuple[list[str], str]:
+        data = client.conversations_history(channel=channel, **args)
+        assert data["has_more"] == bool(data["response_metadata"]["next_cursor"])
+        return [m["text"] for m in data["messages"]], data["response_metadata"]["next_cursor"]
+
+    assert page(oldest=ts[1], latest=ts[4]) == (["m3", "m2"], "")
+    assert page(oldest=ts[1], latest=ts[4], inclusive=True) == (["m4", "m3", "m2", "m1"], "")
+    first, cursor = page(oldest=ts[0], limit=2)
+    assert first == ["m5", "m4"] and cursor
+    second, cursor = page(oldest=ts[0], limit=2, cursor=cursor)
+    assert second == ["m3", "m2"]
+    assert page(oldest=ts[0], limit=2, cursor=cursor) == (["m1"], "")
+    assert page(latest=ts[0])[0] == ["old, posted late"]  # ordered by ts, not by arrival
+    assert error_of(client.conversations_history, channel=channel, cursor="bm9wZQ==") == \
+        "invalid_cursor"
+
+
+def test_a_hook_runs_after_the_work_and_can_drop_the_answer(
+        slack: FakeSlack, client: WebClient) -> None:
+    """The caller never learns that its message was stored (it died mid-call, say)."""
+    channel = client.conversations_create(name="inc-hook")["channel"]["id"]
+    seen: list[tuple[str, int]] = []
+
+    def drop_reminders(args: dict[str, Any], answer: dict[str, Any]) -> bool:
+        seen.append((str(answer.get("ts")), len(slack.messages(channel))))  # already stored
+        return (args.get("metadata") or {}).get("event_type") == "incident_reminder"
+
+    slack.before_answer("chat.postMessage", drop_reminders)
+    assert client.chat_postMessage(channel=channel, text="plain")["ok"]
+    with pytest.raises(OSError):
+        client.chat_postMessage(channel=channel, text="reminder", metadata=REMINDER)
+    stored = slack.messages(channel)
+    assert [m["text"] for m in stored] == ["plain", "reminder"]
+    assert seen == [(stored[0]["ts"], 1), (stored[1]["ts"], 2)]
+    slack.reset()
+    channel = client.conversations_create(name="inc-hook")["channel"]["id"]
+    assert client.chat_postMessage(channel=channel, text="r", metadata=REMINDER)["ok"]
 
 
 def test_views_open_trigger_lifecycle(slack: FakeSlack, client: WebClient) -> None:

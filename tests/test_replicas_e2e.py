@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from incidentbot.models import Incident, RoleAssignment, TimelineEvent
+from incidentbot.slack import reminder_metadata
 from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, SIGNING_SECRET, _fresh_postgres_schema
 from tests.driver import SlackDriver
 from tests.fakeslack import FakeSlack
@@ -105,6 +106,73 @@ def test_three_replicas_leader_killed_mid_incident(shared_postgres: str) -> None
             lateness = [(c.occurred_at - datetime.fromisoformat(c.data["due_at"])).total_seconds()
                         for c in claims]
             assert max(lateness) < 10, lateness  # including the one due during the failover
+        finally:
+            for bot in bots:
+                bot.stop()
+
+
+def claims_of(url: str) -> list[TimelineEvent]:
+    """The reminder claims of the one incident, oldest first."""
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(TimelineEvent).where(
+                TimelineEvent.kind == "reminder").order_by(TimelineEvent.occurred_at)))
+    finally:
+        engine.dispose()
+
+
+def reminder_posts(fake: FakeSlack, channel: str) -> dict[str, list[str]]:
+    """The ts of the reminder messages in the channel, by the claim key in their metadata."""
+    posts: dict[str, list[str]] = {}
+    for message in fake.messages(channel):
+        metadata = message.get("metadata") or {}
+        if metadata.get("event_type") == reminder_metadata.EVENT_TYPE:
+            posts.setdefault(metadata["event_payload"]["claim_key"], []).append(message["ts"])
+    return posts
+
+
+def test_leader_killed_between_slacks_answer_and_the_confirmation_posts_one_reminder(
+    shared_postgres: str
+) -> None:
+    """Three replicas on PostgreSQL with the leader SIGKILLed between Slack's answer to a
+    reminder post and its confirmation: one reminder, not two. The fake Slack kills the
+    leader (its worker process posts) once it has stored the first reminder and before it
+    answers, so the leader never learns the message's ts; the next leader finds the message
+    by the claim key in its metadata and confirms the claim with it."""
+    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+        fake.add_user(ALICE, "alice")
+        bots = start_replicas(shared_postgres, fake)
+        try:
+            leader = next(b for b in bots if health(b)["leader"])
+            survivors = [b for b in bots if b is not leader]
+            killed = threading.Event()
+
+            def kill_the_poster(args: dict[str, object], _answer: dict[str, object]) -> bool:
+                metadata = args.get("metadata")
+                if killed.is_set() or not isinstance(metadata, dict) or \
+                        metadata.get("event_type") != reminder_metadata.EVENT_TYPE:
+                    return False
+                leader.kill()  # the message is stored; the answer has not left
+                killed.set()
+                return True  # and it never does
+
+            fake.before_answer("chat.postMessage", kill_the_poster)
+            driver = SlackDriver(f"{survivors[0].url}/slack/events", SIGNING_SECRET, fake)
+            channel = declared_channel(driver, "Reminder in flight", ALICE)
+            eventually(killed.is_set, timeout=INTERVAL_MIN * 60 + 10)
+            [(first_key, [first_ts])] = reminder_posts(fake, channel).items()
+            eventually(lambda: sum(bool(health(b)["leader"]) for b in survivors) == 1,
+                       timeout=10)
+            eventually(lambda: len([c for c in claims_of(shared_postgres) if c.slack_ts]) >= 2,
+                       timeout=INTERVAL_MIN * 60 * 3)  # the next leader posted one more too
+
+            claims = claims_of(shared_postgres)
+            posts = reminder_posts(fake, channel)
+            assert claims[0].dedupe_key == first_key and claims[0].slack_ts == first_ts
+            assert posts[first_key] == [first_ts]  # one reminder, not two
+            assert all(len(ts) == 1 for ts in posts.values()), posts
+            assert {c.dedupe_key: [c.slack_ts] for c in claims if c.slack_ts} == posts
         finally:
             for bot in bots:
                 bot.stop()

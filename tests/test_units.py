@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import Severity, suggest_severity
 from incidentbot.core.status import Status, allowed_next
 from incidentbot.models import Incident, RoleAssignment
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, reminder_metadata
 from incidentbot.slack.commands import (
     AssignRole,
     Declare,
@@ -187,3 +188,34 @@ def test_incident_list_caps_blocks() -> None:
     assert "and 75 more" in json.dumps(listed)
 
 
+def test_a_reminder_message_carries_its_claim_and_is_found_by_it() -> None:
+    metadata = reminder_metadata.reminder_metadata("reminder:2026-11-25T02:14:00+00:00", 7)
+    assert metadata == {"event_type": "incident_reminder", "event_payload": {
+        "claim_key": "reminder:2026-11-25T02:14:00+00:00", "incident_id": 7}}
+    others = [
+        {"ts": "1.000005", "text": "no metadata"},
+        {"ts": "1.000004", "metadata": {"event_type": "other_app", "event_payload":
+                                        metadata["event_payload"]}},
+        {"ts": "1.000003", "metadata": reminder_metadata.reminder_metadata("reminder:x", 7)},
+        {"ts": "1.000002", "metadata": reminder_metadata.reminder_metadata(
+            "reminder:2026-11-25T02:14:00+00:00", 8)},  # another incident's
+        {"ts": "1.000001", "metadata": {"event_type": "incident_reminder",
+                                        "event_payload": "reminder:x"}},  # malformed
+    ]
+    assert reminder_metadata.find_claimed(others, "reminder:2026-11-25T02:14:00+00:00", 7) is None
+    read: list[str] = []
+
+    def history() -> Iterator[dict[str, object]]:
+        for message in [*others[:2], {"ts": "1.000009", "metadata": metadata}, *others[2:]]:
+            read.append(str(message["ts"]))
+            yield message
+
+    assert reminder_metadata.find_claimed(
+        history(), "reminder:2026-11-25T02:14:00+00:00", 7) == "1.000009"
+    assert read == ["1.000005", "1.000004", "1.000009"]  # no further than the one found
+
+
+def test_the_search_window_spans_the_claim_and_the_post_after_it() -> None:
+    oldest, latest = reminder_metadata.search_window(DAY)
+    assert reminder_metadata.slack_ts(DAY) == f"{DAY.timestamp():.6f}"
+    assert float(oldest) == DAY.timestamp() - 60 and float(latest) == DAY.timestamp() + 600

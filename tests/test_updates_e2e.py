@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from incidentbot.core import updates
-from incidentbot.models import Incident, StatusUpdate, TimelineEvent
-from incidentbot.slack import blocks
+from incidentbot.models import Incident, StatusUpdate, TimelineEvent, utcnow
+from incidentbot.slack import blocks, reminder_metadata, response
 from tests.conftest import ALICE, BOB, RunningBot, bot_running, make_settings
 from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
@@ -230,3 +230,80 @@ def test_a_reminder_whose_confirmation_fails_once_is_confirmed_on_a_retry(
     assert attempts[:2] == [claim.dedupe_key, claim.dedupe_key]
     posted = reminders_in(running, incident.channel_id)
     assert [str(m["ts"]) for m in posted][:1] == [claim.slack_ts]
+
+
+# -- a reminder Slack stored but whose confirmation never landed (the leader died) ------------
+
+
+def fall_due(running: RunningBot, incident_id: int) -> None:
+    """Make the incident's reminder due now (its job stays planned far away)."""
+    with running.session() as session, session.begin():
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        incident.next_update_due_at = utcnow() - timedelta(seconds=1)
+
+
+def posted_unconfirmed(running: RunningBot, monkeypatch: pytest.MonkeyPatch
+                       ) -> tuple[Incident, dict[str, Any]]:
+    """A reminder claimed and posted whose confirmation never reaches the database: what a
+    leader killed between Slack's answer and the confirmation leaves behind."""
+    incident = declare(running, "Stored but not confirmed")  # SEV3: the next one in 30 min
+
+    def refused(*_args: Any) -> None:
+        raise OperationalError("UPDATE timeline_events", {}, Exception("the leader died"))
+
+    fall_due(running, incident.id)
+    with monkeypatch.context() as patched:
+        patched.setattr(response, "CONFIRM_PAUSES_S", ())
+        patched.setattr(updates, "mark_reminder_posted", refused)
+        running.bot.services.running.fire_reminder(incident.id)
+    [claim] = events(running, incident.id, "reminder")
+    [posted] = reminders_in(running, incident.channel_id)
+    assert claim.slack_ts is None and claim.dedupe_key
+    assert posted["metadata"] == reminder_metadata.reminder_metadata(claim.dedupe_key,
+                                                                     incident.id)
+    return incident, posted
+
+
+def test_a_reminder_slack_stored_is_confirmed_at_takeover_not_posted_again(
+        running: RunningBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    incident, posted = posted_unconfirmed(running, monkeypatch)
+    assert running.bot.services.running.recover_reminders() == 1
+    assert [m["ts"] for m in reminders_in(running, incident.channel_id)] == [posted["ts"]]
+    [confirmed] = events(running, incident.id, "reminder")
+    assert confirmed.slack_ts == posted["ts"] and confirmed.data["posted"]
+    lookup = running.fake.calls_to("conversations.history")[-1]
+    assert lookup["channel"] == incident.channel_id and lookup["include_all_metadata"] == "1"
+    assert float(lookup["oldest"]) <= float(str(posted["ts"])) <= float(lookup["latest"])
+    assert running.bot.services.running.recover_reminders() == 0  # nothing left to settle
+
+
+def test_a_reminder_is_posted_at_takeover_when_the_channel_cannot_be_read(
+        running: RunningBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not knowing whether Slack stored it, the bot posts it: a reminder missed is worse
+    than a reminder twice."""
+    incident, posted = posted_unconfirmed(running, monkeypatch)
+    running.fake.fail_next("conversations.history", "missing_scope")
+    assert running.bot.services.running.recover_reminders() == 1
+    first, again = reminders_in(running, incident.channel_id)
+    assert first["ts"] == posted["ts"] and again["metadata"] == posted["metadata"]
+    [confirmed] = events(running, incident.id, "reminder")
+    assert confirmed.slack_ts == again["ts"]
+
+
+def test_a_reminder_claimed_but_never_posted_is_posted_once_at_takeover(
+        running: RunningBot) -> None:
+    """The leader died between the claim and the post: nothing in the channel, so posted."""
+    incident = declare(running, "Claimed, never posted")
+    fall_due(running, incident.id)
+    with running.session() as session, session.begin():
+        stored = session.get(Incident, incident.id)
+        assert stored is not None
+        outcome = updates.claim_reminder(session, stored, interval_minutes=30)
+    assert outcome.post and outcome.claim_key
+    assert running.bot.services.running.recover_reminders() == 1
+    [posted] = reminders_in(running, incident.channel_id)
+    assert posted["metadata"] == reminder_metadata.reminder_metadata(outcome.claim_key,
+                                                                     incident.id)
+    [confirmed] = events(running, incident.id, "reminder")
+    assert confirmed.slack_ts == posted["ts"]

@@ -11,7 +11,7 @@ import io
 import logging
 import select
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -206,12 +206,14 @@ class SlackGateway:
 
     def post_message(
         self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-        thread_ts: str | None = None,
+        thread_ts: str | None = None, metadata: dict[str, Any] | None = None,
     ) -> str:
-        """Post and return the message's ts; rejoins a public channel it was removed from."""
+        """Post and return the message's ts; rejoins a public channel it was removed from.
+        `metadata`: Slack message metadata ({"event_type": ..., "event_payload": {...}}),
+        read back with `history`."""
         def post() -> dict[str, Any]:
             return self._call("chat.postMessage", channel=channel, text=text, blocks=blocks,
-                              thread_ts=thread_ts, unfurl_links=False)
+                              thread_ts=thread_ts, metadata=metadata, unfurl_links=False)
         try:
             data = post()
         except SlackCallFailed as exc:
@@ -220,6 +222,22 @@ class SlackGateway:
             self._call("conversations.join", channel=channel)
             data = post()
         return str(data["ts"])
+
+    def history(self, channel: str, *, oldest: str, latest: str, page_size: int = 100,
+                max_pages: int = 5) -> Iterator[dict[str, Any]]:
+        """The channel's messages from `oldest` to `latest` (ts, both included), newest
+        first, with their metadata (conversations.history with include_all_metadata).
+        Pages are fetched as the caller reads on, `max_pages` at most; `SlackCallFailed`
+        surfaces from the read that needed the page."""
+        cursor: str | None = None
+        for _page in range(max_pages):
+            data = self._call("conversations.history", channel=channel, oldest=oldest,
+                              latest=latest, inclusive=True, include_all_metadata=True,
+                              limit=page_size, cursor=cursor)
+            yield from data.get("messages") or []
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return
 
     def update_message(
         self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None

@@ -16,7 +16,7 @@ from incidentbot.core.status import Status
 from incidentbot.core.updates import UpdateRequest
 from incidentbot.db import insert_ignore, transaction
 from incidentbot.models import Incident, StatusUpdate, TimelineEvent
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, reminder_metadata
 from incidentbot.slack.gateway import SlackCallFailed
 from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError, describe_slack_error
 
@@ -235,25 +235,32 @@ class ResponseWorkflows:
         self.flows.plan_reminder(incident)
         if not outcome.post:
             return
-        roles = incident.current_roles()
-        ic, comms = roles.get(Role.IC.value), roles.get(Role.COMMS.value)
         try:
-            ts = self.flows.say(
-                incident,
-                blocks.reminder_text(ic, comms, outcome.minutes_without_update),
-                blocks.reminder_blocks(incident, ic, comms, outcome.minutes_without_update),
-            )
+            ts = self._say_reminder(incident, outcome.claim_key, outcome.minutes_without_update)
         except SlackCallFailed:
             self._retry_reminder_later(incident_id, outcome)
             return
         self._confirm_reminder(incident_id, outcome.claim_key, ts)
         if outcome.escalate:
+            ic = incident.current_roles().get(Role.IC.value)
             self._escalate(incident, ic, outcome.minutes_without_update)
         self.flows.refresh(incident.id)
 
+    def _say_reminder(self, incident: Incident, claim_key: str | None, minutes: int) -> str:
+        """Post the reminder naming the IC and Comms Lead, its claim in the message's
+        metadata (see `reminder_metadata`); the message's ts. Raises `SlackCallFailed`."""
+        roles = incident.current_roles()
+        ic, comms = roles.get(Role.IC.value), roles.get(Role.COMMS.value)
+        metadata = None if claim_key is None else \
+            reminder_metadata.reminder_metadata(claim_key, incident.id)
+        return self.flows.say(incident, blocks.reminder_text(ic, comms, minutes),
+                              blocks.reminder_blocks(incident, ic, comms, minutes),
+                              metadata=metadata)
+
     def _confirm_reminder(self, incident_id: int, claim_key: str | None, ts: str) -> None:
         """Record that the claimed reminder was posted, trying a few times: a claim left
-        unconfirmed is posted again after the next restart (`recover_reminders`)."""
+        unconfirmed is looked for in the channel, and posted if not found, at the next
+        takeover (`recover_reminders`)."""
         if claim_key is None:
             return
         for pause in (*CONFIRM_PAUSES_S, None):
@@ -270,27 +277,52 @@ class ResponseWorkflows:
                 time.sleep(pause)
 
     def recover_reminders(self) -> int:
-        """At start: post reminders that were claimed but never confirmed (a crash between
-        claiming and posting), so a crash neither skips nor doubles a reminder."""
+        """On becoming the scheduler leader (at start on SQLite): settle the reminders that
+        were claimed but never confirmed, so a crash neither skips nor doubles a reminder.
+        How many there were."""
         with transaction(self.flows.sessions) as session:
-            pending = [(e.incident_id, e.dedupe_key) for e in updates.unposted_reminders(session)]
-        for incident_id, claim_key in pending:
-            incident = self.flows.incident_by_id(incident_id)
-            if not Status(incident.status).is_open:
-                continue
-            roles = incident.current_roles()
-            ic, comms = roles.get(Role.IC.value), roles.get(Role.COMMS.value)
+            pending = [(e.incident_id, e.dedupe_key, e.occurred_at)
+                       for e in updates.unposted_reminders(session)]
+        for incident_id, claim_key, claimed_at in pending:
+            if claim_key is not None:
+                self._recover_reminder(incident_id, claim_key, claimed_at)
+        return len(pending)
+
+    def _recover_reminder(self, incident_id: int, claim_key: str, claimed_at: datetime) -> None:
+        """Confirm an unconfirmed claim with the message Slack stored for it before its
+        poster died; post the reminder if there is none (the crash came before the post).
+        A claim that still cannot be confirmed is tried again at the next takeover."""
+        incident = self.flows.incident_by_id(incident_id)
+        if not Status(incident.status).is_open:
+            return
+        ts = self._posted_reminder(incident, claim_key, claimed_at)
+        if ts is None:
             minutes = int(
                 (self.flows.clock() - updates.last_activity(incident)).total_seconds() // 60
             )
-            ts = self.flows._try(
-                lambda i=incident, a=ic, c=comms, m=minutes: self.flows.say(
-                    i, blocks.reminder_text(a, c, m), blocks.reminder_blocks(i, a, c, m)
-                )
-            )
-            if isinstance(ts, str):
-                self._confirm_reminder(incident_id, claim_key, ts)
-        return len(pending)
+            posted = self.flows._try(lambda: self._say_reminder(incident, claim_key, minutes))
+            ts = posted if isinstance(posted, str) else None
+        if ts is not None:
+            self._confirm_reminder(incident_id, claim_key, ts)
+
+    def _posted_reminder(self, incident: Incident, claim_key: str,
+                         claimed_at: datetime) -> str | None:
+        """The ts of the channel message that is the reminder of this claim, found by its
+        metadata in the channel's history around the claim's time; None if there is none.
+
+        If the history cannot be read, also None, so the reminder is posted (again, if
+        Slack did store it): a reminder missed is worse than a reminder twice.
+        """
+        oldest, latest = reminder_metadata.search_window(claimed_at)
+        try:
+            return reminder_metadata.find_claimed(
+                self.gateway.history(incident.channel_id, oldest=oldest, latest=latest),
+                claim_key, incident.id)
+        except SlackCallFailed as exc:
+            log.warning("Could not read the channel of incident %s (%s) to see whether its "
+                        "reminder %s was posted; posting it, perhaps a second time",
+                        incident.id, exc.error, claim_key)
+            return None
 
     def nudge_stale(self, _target: int = 0) -> int:
         """Scheduler sweep: ask quiet open incidents whether they are still active."""

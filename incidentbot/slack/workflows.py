@@ -268,11 +268,14 @@ class IncidentWorkflows:
         return result
 
     def say(self, incident: Incident, text: str,
-            message_blocks: list[dict[str, object]] | None = None) -> str:
-        """Post in the incident channel; everything a drill posts is marked DRILL."""
+            message_blocks: list[dict[str, object]] | None = None, *,
+            metadata: dict[str, Any] | None = None) -> str:
+        """Post in the incident channel (with Slack message `metadata`, if given);
+        everything a drill posts is marked DRILL."""
         if incident.is_drill:
             text, message_blocks = blocks.mark_drill(text, message_blocks)
-        return self.gateway.post_message(incident.channel_id, text, message_blocks)
+        return self.gateway.post_message(incident.channel_id, text, message_blocks,
+                                         metadata=metadata)
 
     def broadcast(self, incident: Incident, text: str, private_what: str) -> None:
         """Announce in BROADCAST_CHANNEL: never for a drill, one bare line for a private one."""
