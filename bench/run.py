@@ -293,7 +293,7 @@ def reminders(fake: Fake, workdir: Path, kind: str, count: int, watch_s: float) 
     return {"incidents": count, "ready": sum("ready_s" in d for d in declared),
             "watch_s": end - start, "due": len(lags) + missed, "missed": missed,
             "within_2s": sum(lag <= 2 for lag in lags), "lag_p50_s": pct(lags, 50),
-            "lag_p99_s": pct(lags + [math.inf] * missed, 99),
+            "lag_p99_s": pct(lags, 99), "posted": len(lags),
             "topic_calls": state["topic_calls"], "topic_noops": state["topic_noops"]}
 
 
@@ -382,10 +382,10 @@ BUDGETS = [
     ("1b{n}", "ack {db} 1 s", "1. ack p99, {DB}, 100 req/s mixed, Slack answering in 1 s",
      "< 100 ms, all answered", "{p99_ms:.1f} ms (p50 {p50_ms:.1f}); {ok}/{sent} answered 200",
      lambda d: d["p99_ms"] < 100 and d["ok"] == d["sent"]),
-    ("2a", "declare single", "2. declaration ready, one at a time (median of {singles})",
+    ("2a", "declare single", "2. declaration ready, one at a time (median of {singles}), {DB}",
      f"≤ {1.5 * CRITICAL:.3f} s (1.5 × 3 × 150 ms)", "{median_s:.2f} s; {ready}/{count} ready",
      lambda d: d["median_s"] <= 1.5 * CRITICAL),
-    ("2b", "declare 10 {db}", "2. declaration ready, 10 at once (p95)",
+    ("2b{n}", "declare 10 {db}", "2. declaration ready, 10 at once (p95), {DB}",
      f"≤ {2 * CRITICAL:.2f} s (2 × 3 × 150 ms)", "{p95_s:.2f} s; {ready}/{count} ready",
      lambda d: d["p95_s"] <= 2 * CRITICAL),
     ("3a", "clicks 150 ms", "3. 20 clicks on \"Post update\" at once, Slack in 150 ms: "
@@ -401,13 +401,13 @@ BUDGETS = [
      "{doubled} doubled ({redelivered} redelivered)",
      lambda d: d["per_s"] >= 300 and d["rows"] == d["distinct"] == d["messages"]),
     ("6a", "reminders", "6. reminders: {reminded} open incidents every 6 s, {watch_s} s watch",
-     "each within 2 s of due, none missed", "lag p99 {lag_p99_s:.2f} s (p50 {lag_p50_s:.2f}); "
-     "{within_2s}/{due} within 2 s, {missed} missed",
+     "each within 2 s of due, none missed", "{posted}/{due} posted, {within_2s} within 2 s, "
+     "{missed} missed; lag of those posted p99 {lag_p99_s:.2f} s, p50 {lag_p50_s:.2f} s",
      lambda d: d["within_2s"] == d["due"] > 0),
-    ("6b", "10,000 incidents", "6. {big:,} open incidents seeded: start-up (spawn → /healthz "
+    ("6b", "10,000 incidents", "6. 10,000 open incidents seeded: start-up (spawn → /healthz "
      "200)", "< 5 s", "{startup_s:.2f} s", lambda d: d["startup_s"] < 5),
-    ("6c", "10,000 incidents", "6. {big:,} open incidents seeded: reminder lag p99 (300 due "
-     "over 15 s)", "< 1 s", "{lag_p99_s:.2f} s (p50 {lag_p50_s:.2f}); "
+    ("6c", "10,000 incidents", "6. 10,000 open incidents seeded: reminder lag p99 (300 due "
+     "over 15 s)", "< 1 s", "{lag_p99_s:.2f} s (p50 {lag_p50_s:.2f} s); "
      "{posted}/{due} posted", lambda d: d["lag_p99_s"] < 1),
     ("7{n}", "memory {db}", "7. memory at rest (RSS of the bot's processes), {DB}", "< 100 MB",
      "{after_start_mib:.0f} MB after start, {after_run_mib:.0f} MB after the run",
@@ -453,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                     kind, n == 0, fake, Path(tmp), p, out))
             attempt(out, "reminders", lambda: reminders(
                 fake, Path(tmp), dbs[0], p["reminded"], p["watch_s"]))
-            if p["big"]:
-                attempt(out, "10,000 incidents", lambda: big(fake, Path(tmp), dbs[0], p["big"]))
+            out["10,000 incidents"] = attempt(out, "10,000 incidents", lambda: big(
+                fake, Path(tmp), dbs[0], p["big"])) if p["big"] else {"error": "skipped (--quick)"}
         finally:
             fake.proc.terminate()
             fake.proc.wait(10)
