@@ -1,7 +1,8 @@
 """Signed Slack requests over raw asyncio sockets to the bot on 127.0.0.1.
 
-A request is built (`Maker`) the moment it leaves, so its trigger id is minted then. Latency
-runs from taking a connection (a kept-alive one when idle) to the last byte of the answer.
+The payloads are tests/driver.py's. A request is built (`Maker`) the moment it leaves, so its
+trigger id is minted then. Latency runs from taking a connection (a kept-alive one when idle)
+to the last byte of the answer.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import urlencode
+from dataclasses import dataclass, replace
+from typing import Any
 
-TEAM, APP, TOKEN, FORM = "T0TEST", "A0TEST", "vtoken", "application/x-www-form-urlencoded"
+from tests.driver import SlackDriver
+from tests.fakeslack import NotFound
+
+FORM = "application/x-www-form-urlencoded"
 _seq = itertools.count(1)
 
 
@@ -43,54 +45,54 @@ class Sent:
 Maker = Callable[[], Request]
 
 
-def _pointers(fake_url: str) -> tuple[str, str]:
-    """A trigger id minted now and a response URL, both valid at the fake Slack."""
-    n = next(_seq)
-    return f"bench.{time.time():.6f}.{n}", f"{fake_url}/response/bench{n}"
+class _Pointers:
+    """What `SlackDriver` asks of its FakeSlack: trigger ids minted now and response URLs, both
+    valid at the bench's fake Slack (bench/fake.py), and no lookups."""
+
+    bot_user_id = "UBOT"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def mint_trigger_id(self, user_id: str | None = None) -> str:
+        return f"bench.{time.time():.6f}.{next(_seq)}"
+
+    def new_response_url(self, **_: Any) -> str:
+        return f"{self.url}/response/bench{next(_seq)}"
+
+    def new_ts(self) -> str:
+        return f"{time.time():.0f}.{next(_seq) % 1_000_000:06d}"
+
+    def api_message(self, *_: Any) -> None:
+        return None
+
+    def user(self, *_: Any, **__: Any) -> None:
+        raise NotFound("not kept")
+
+    channel = add_message = user
 
 
-def command(fake_url: str, text: str, channel: str, user: str) -> Request:
-    trigger, url = _pointers(fake_url)
-    body = urlencode({
-        "token": TOKEN, "team_id": TEAM, "team_domain": "fakeslack", "channel_id": channel,
-        "channel_name": "bench", "user_id": user, "user_name": user.lower(),
-        "command": "/incident", "text": text, "api_app_id": APP,
-        "is_enterprise_install": "false", "response_url": url, "trigger_id": trigger})
-    return Request(f"/incident {text.split()[0]}", body.encode(), trigger=trigger)
+class Slack(SlackDriver):
+    """tests/driver.py's requests, shaped like Slack's, kept to be sent later by `send`."""
 
+    def __init__(self, fake_url: str) -> None:
+        super().__init__("", "", _Pointers(fake_url))  # type: ignore[arg-type]
 
-def click(fake_url: str, action_id: str, value: str, channel: str, message_ts: str,
-          user: str) -> Request:
-    """A `block_actions` click on a button of a message."""
-    trigger, url = _pointers(fake_url)
-    payload = {
-        "type": "block_actions", "api_app_id": APP, "token": TOKEN, "trigger_id": trigger,
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
-                      "is_ephemeral": False},
-        "team": {"id": TEAM, "domain": "fakeslack"}, "enterprise": None,
-        "is_enterprise_install": False, "channel": {"id": channel, "name": "bench"},
-        "message": {"type": "message", "ts": message_ts, "text": "card"},
-        "state": {"values": {}}, "response_url": url,
-        "actions": [{"action_id": action_id, "block_id": "card_actions", "type": "button",
-                     "text": {"type": "plain_text", "text": "Post update"}, "value": value,
-                     "action_ts": f"{time.time():.6f}"}]}
-    return Request("click", urlencode({"payload": json.dumps(payload)}).encode(),
-                   trigger=trigger)
+    def send(self, body: str, *, content_type: str = FORM,  # type: ignore[override]
+             **_: Any) -> Request:
+        return Request("", body.encode(), content_type, trigger=self.last_trigger_id)
 
+    def message(self, channel: str, user: str, text: str) -> Request:
+        return replace(self.event(self.message_event(channel, user, text)), kind="message",
+                       trigger=None)
 
-def message(channel: str, user: str, text: str) -> Request:
-    """A `message` event in an Events API envelope (unique ts and event_id)."""
-    ts = f"{time.time():.0f}.{next(_seq) % 1_000_000:06d}"
-    event = {"type": "message", "channel": channel, "user": user, "text": text, "ts": ts,
-             "event_ts": ts, "channel_type": "channel", "team": TEAM,
-             "client_msg_id": str(uuid.uuid4())}
-    envelope = {"token": TOKEN, "team_id": TEAM, "api_app_id": APP, "event": event,
-                "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:12].upper()}",
-                "event_time": int(time.time()), "is_ext_shared_channel": False,
-                "authorizations": [{"enterprise_id": None, "team_id": TEAM, "user_id": "UBOT",
-                                    "is_bot": True, "is_enterprise_install": False}]}
-    return Request("message", json.dumps(envelope).encode(), "application/json")
+    def click(self, action_id: str, value: str, channel: str, ts: str, user: str) -> Request:
+        return replace(self.block_action(action_id, user_id=user, channel_id=channel,
+                                         message_ts=ts, value=value), kind="click")
+
+    def slash(self, text: str, channel: str, user: str) -> Request:
+        return replace(self.command(text, user_id=user, channel_id=channel),
+                       kind=f"/incident {text.split()[0]}")
 
 
 def retry(request: Request) -> Request:

@@ -87,6 +87,7 @@ class Fake:
             stderr=(workdir / "fake.log").open("wb"), preexec_fn=lambda: os.nice(10))
         self.port = int(self.proc.stdout.readline().split()[1])  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.slack = load.Slack(self.url)
         self.latency(LATENCY)
 
     def __call__(self, path: str, body: Any = None) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def declare(fake: Fake, bot: Bot, count: int, rounds: int = 1, rate: float | Non
     declared: list[dict[str, Any]] = []
     for _ in range(rounds):
         tags = [uuid.uuid4().hex[:10] for _ in range(count)]
-        sent = bot.send([lambda t=t: load.command(fake.url, f"declare Bench {t}", GENERAL, USER)
+        sent = bot.send([lambda t=t: fake.slack.slash(f"declare Bench {t}", GENERAL, USER)
                          for t in tags], rate=rate, concurrency=count)
         out = {t: {"sent": s.at, "ack": s.status} for t, s in zip(tags, sent, strict=True)}
         deadline = time.monotonic() + timeout
@@ -192,8 +193,8 @@ def declare(fake: Fake, bot: Bot, count: int, rounds: int = 1, rate: float | Non
 def clicks(fake: Fake, bot: Bot, incident: dict[str, str], latency: float) -> dict[str, Any]:
     """20 people click the card's "Post update" at once: when did each modal open?"""
     fake.latency(latency)
-    sent = bot.send([lambda u=u: load.click(fake.url, "card_post_update", incident["incident"],
-                                            incident["channel"], incident["card_ts"], u)
+    sent = bot.send([lambda u=u: fake.slack.click("card_post_update", incident["incident"],
+                                                  incident["channel"], incident["card_ts"], u)
                      for u in CLICKERS], concurrency=len(CLICKERS))
     deadline = time.monotonic() + 10 + 20 * latency
     while time.monotonic() < deadline:
@@ -217,14 +218,14 @@ def ack_mix(fake: Fake, bot: Bot, incidents: list[dict[str, str]], seconds: floa
     def make(i: int) -> load.Request:
         kind, inc = kinds[i % len(kinds)], incidents[i % len(incidents)]
         if kind == "message":
-            return load.message(inc["channel"], USER, f"chatter {i}")
+            return fake.slack.message(inc["channel"], USER, f"chatter {i}")
         if kind == "click":
-            return load.click(fake.url, "card_post_update", inc["incident"], inc["channel"],
-                              inc["card_ts"], CLICKERS[i % len(CLICKERS)])
+            return fake.slack.click("card_post_update", inc["incident"], inc["channel"],
+                                    inc["card_ts"], CLICKERS[i % len(CLICKERS)])
         if kind == "declare":
-            return load.command(fake.url, f"declare Bench mix {i}", GENERAL, USER)
-        return load.command(fake.url, "update" if kind == "update" else f"note bench {i}",
-                            inc["channel"], USER)
+            return fake.slack.slash(f"declare Bench mix {i}", GENERAL, USER)
+        return fake.slack.slash("update" if kind == "update" else f"note bench {i}",
+                                inc["channel"], USER)
 
     sent = bot.send([lambda i=i: make(i) for i in range(int(rate * seconds))], rate=rate,
                     timeout=10)
@@ -237,12 +238,13 @@ def ack_mix(fake: Fake, bot: Bot, incidents: list[dict[str, str]], seconds: floa
             "p99_ms_by_kind": {kind: pct(values, 99) for kind, values in ms.items()}}
 
 
-def ingest(bot: Bot, url: str, incidents: list[dict[str, str]], count: int) -> dict[str, Any]:
+def ingest(fake: Fake, bot: Bot, url: str, incidents: list[dict[str, str]],
+           count: int) -> dict[str, Any]:
     """Channel messages, 16 in flight, then Slack redelivering 1 in 50; the rate counts until
     the last message is in `timeline_events`."""
     marker = f"ingest {uuid.uuid4().hex[:8]}"
-    messages = [load.message(incidents[i % len(incidents)]["channel"], USER, f"{marker} {i}")
-                for i in range(count)]
+    messages = [fake.slack.message(incidents[i % len(incidents)]["channel"], USER,
+                                   f"{marker} {i}") for i in range(count)]
     requests = messages + [load.retry(m) for m in messages[:count // 50]]
     started = time.perf_counter()
     sent = bot.send([lambda r=r: r for r in requests], concurrency=16)
@@ -361,7 +363,8 @@ def on_database(kind: str, first: bool, fake: Fake, workdir: Path, p: dict[str, 
             fake.drain()
             attempt(out, f"ack {kind} 150 ms", lambda: ack_mix(fake, bot, incidents, p["ack_s"]))
             fake.drain()
-            attempt(out, f"ingest {kind}", lambda: ingest(bot, url, incidents, p["ingest"]))
+            attempt(out, f"ingest {kind}", lambda: ingest(fake, bot, url, incidents,
+                                                                    p["ingest"]))
             fake.drain()
             time.sleep(1)
             out[f"memory {kind}"] = memory | {"after_run_mib": bot.rss_mib()}
