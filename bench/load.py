@@ -61,7 +61,7 @@ class _Pointers:
         return f"{self.url}/response/bench{next(_seq)}"
 
     def new_ts(self) -> str:
-        return f"{time.time():.0f}.{next(_seq) % 1_000_000:06d}"
+        return f"{int(time.time())}.{next(_seq) % 1_000_000:06d}"
 
     def api_message(self, *_: Any) -> None:
         return None
