@@ -262,9 +262,10 @@ def ingest(fake: Fake, bot: Bot, url: str, incidents: list[dict[str, str]],
 
 def chain(posts: list[list[float]], declared: float, interval: float, start: float,
           end: float) -> tuple[list[float], int]:
-    """Lags of one incident's reminders due in [start, end - 2 s], and how many never came.
+    """Lags of one incident's reminders due in [start, end - 2 s], and how many of those were
+    not posted by `end` (so are more than 2 s late, or never come).
     A reminder is due an interval after the declaration (its `conversations.create` reaching
-    Slack), then an interval after the previous reminder reached Slack."""
+    Slack), then an interval after the previous reminder reached Slack (or was due)."""
     lags, anchor, missed = [], declared, 0
     for arrived, answered in sorted(posts):
         if start <= anchor + interval <= end - 2:
@@ -282,7 +283,7 @@ def reminders(fake: Fake, workdir: Path, kind: str, count: int, watch_s: float) 
         try:
             fake("reset", {})
             declared = declare(fake, bot, count, rate=50, timeout=120)["declared"]
-            start = time.time()
+            start = time.time()  # every incident is declared (or 120 s have passed)
             time.sleep(watch_s)
             state, end = fake("state"), time.time()
         finally:
@@ -293,6 +294,7 @@ def reminders(fake: Fake, workdir: Path, kind: str, count: int, watch_s: float) 
             more, never = chain(meta["reminders"], meta["asked"], 6.0, start, end)
             lags, missed = lags + more, missed + never
     return {"incidents": count, "ready": sum("ready_s" in d for d in declared),
+            "declaring_s": start - min(d["sent"] for d in declared),
             "watch_s": end - start, "due": len(lags) + missed, "missed": missed,
             "within_2s": sum(lag <= 2 for lag in lags), "lag_p50_s": pct(lags, 50),
             "lag_p99_s": pct(lags, 99), "posted": len(lags),
@@ -404,8 +406,8 @@ BUDGETS = [
      "{doubled} doubled ({redelivered} redelivered)",
      lambda d: d["per_s"] >= 300 and d["rows"] == d["distinct"] == d["messages"]),
     ("6a", "reminders", "6. reminders: {reminded} open incidents every 6 s, {watch_s} s watch",
-     "each within 2 s of due, none missed", "{posted}/{due} posted, {within_2s} within 2 s, "
-     "{missed} missed; lag of those posted p99 {lag_p99_s:.2f} s, p50 {lag_p50_s:.2f} s",
+     "each within 2 s of due", "{within_2s}/{due} within 2 s; {missed} not posted by the end; "
+     "lag of the {posted} posted: p99 {lag_p99_s:.2f} s, p50 {lag_p50_s:.2f} s",
      lambda d: d["within_2s"] == d["due"] > 0),
     ("6b", "10,000 incidents", "6. 10,000 open incidents seeded: start-up (spawn → /healthz "
      "200)", "< 5 s", "{startup_s:.2f} s", lambda d: d["startup_s"] < 5),
