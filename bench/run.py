@@ -340,7 +340,8 @@ def attempt(out: dict[str, Any], name: str, phase: Callable[[], Any]) -> Any:
         out[name] = phase()
     except Exception as exc:  # report it and go on
         log(f"{name} failed: {exc!r}")
-        out[name] = {"error": repr(exc)}
+        text = " ".join(str(exc).split()).replace("|", "/")  # one line, for a table cell
+        out[name] = {"error": f"{type(exc).__name__}: {text[:200]}"}
     return out[name]
 
 
