@@ -1,156 +1,160 @@
-"""The fake Slack of the tests, run in its own process, with a small control API for the bench.
+"""The tests' fake Slack (tests/fakeslack.py) in its own process, noting what the bench reads.
 
-`python -m bench.fake` prints `PORT <n>` once listening on 127.0.0.1. Besides Slack's Web API
-(tests/fakeslack.py) it answers, on the same port:
-
-- `POST /bench/users`    {"users": [[id, name], ...]}
-- `POST /bench/channels` {"prefix": str, "count": n, "members": [...]} -> [{"id", "card_ts"}]
-  (channels with the bot as member and a bot-authored card message)
-- `POST /bench/mint`     {"triggers": n, "response_urls": n, "user": id} -> ids and URLs
-- `POST /bench/watch`    {"channels": [...]}: record when each first gets a chat.postMessage
-- `GET  /bench/watch`    -> {"posted": {channel: unix time}}
-- `GET  /bench/stats`    -> {"calls": n, "by_method": {...}}
-- `POST /bench/opened`   {"triggers": [...]} -> {"opened": {trigger: unix time}}: when
-  `views.open` with each trigger succeeded (the modal appeared)
-- `POST /bench/forget`   drop the call log and messages (memory), keep channels and users
+`python -m bench.fake` prints `PORT <n>`. Triggers live Slack's 3 s; the load generator mints
+its own (`bench.<unix time>.<n>`, minted at that time) and response URLs (`/response/bench<n>`).
+Control API (`_control`): `/bench/latency`, `/bench/channels` (to seed incidents into a
+database), `/bench/calls`, `/bench/state` (per channel, when the bot created it, invited each
+user, set the topic, posted and pinned the card, broadcast it, posted each reminder; each
+trigger's `views.open`; setTopic calls, and those changing nothing), `/bench/reset`.
 """
 
 from __future__ import annotations
 
-import collections
 import json
+import re
 import sys
 import threading
 import time
 from typing import Any
 
-from tests.fakeslack import JSON, FakeSlack, _Handler
+from tests.fakeslack import JSON, FakeSlack, SlackError, _Handler, _Server
 
 BOT_TOKEN = "xoxb-bench-token"
-LONG_TTL_S = 24 * 3600.0  # triggers minted ahead of a load phase stay valid
+GENERAL, BROADCAST, USER = "CGENERAL", "CBROADCAST", "UBENCH"
+CLICKERS = [f"UCLICK{i:02d}" for i in range(1, 21)]
+
+
+def buttons(blocks: Any) -> dict[str, str]:
+    """{action_id: value} of the buttons in a `blocks` argument (JSON text or a list)."""
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    return {str(e["action_id"]): str(e.get("value", "")) for block in blocks or []
+            for e in block.get("elements") or [] if e.get("action_id")}
 
 
 class BenchFakeSlack(FakeSlack):
-    """FakeSlack plus bulk seeding, pre-minted triggers and post-time recording."""
-
     def __init__(self) -> None:
         super().__init__(bot_token=BOT_TOKEN)
-        self.trigger_ttl_s = LONG_TTL_S
-        self.response_url_max_uses = 1_000
-        self._count_lock = threading.Lock()
-        self._call_count = 0
-        self._by_method: collections.Counter[str] = collections.Counter()
-        self._watched: dict[str, float | None] = {}
-        self._opened: dict[str, float] = {}
+        self._local = threading.local()
+        for user in (USER, *CLICKERS):
+            self.add_user(user, user.lower())
+        for channel_id, name in ((GENERAL, "general"), (BROADCAST, "incidents")):
+            self._new_channel(name, creator=USER, members=[self.bot_user_id, USER],
+                              is_private=False, channel_id=channel_id)
+        self._forget()
 
-    # -- hooks into the fake ---------------------------------------------------------------
+    def _forget(self) -> None:
+        self.calls_total = self.topic_calls = self.topic_noops = 0
+        self.meta: dict[str, JSON] = {}
+        self.opened: dict[str, float] = {}
+        self.refused: dict[str, str] = {}
+
+    def _meta(self, channel: str) -> JSON:
+        return self.meta.setdefault(channel, {"invited": {}, "reminders": []})
+
+    # -- hooks (the Web API handlers run with self._lock held) -----------------------------
 
     def _serve_api(self, req: _Handler, method: str, query: str, body: bytes) -> None:
-        with self._count_lock:
-            self._call_count += 1
-            self._by_method[method] += 1
-        super()._serve_api(req, method, query, body)
-        with self._lock:  # the test fake keeps every call; a bench would grow without bound
-            if len(self._calls) > 1000:
+        self._local.arrived = time.time()
+        with self._lock:
+            self.calls_total += 1
+            if len(self._calls) > 2000:  # the tests' fake keeps every call
                 del self._calls[:-100]
+        super()._serve_api(req, method, query, body)
 
-    def _chat_post_message(self, args: JSON) -> JSON:
-        channel = str(args.get("channel") or "")
-        if channel in self._watched and self._watched[channel] is None:
-            self._watched[channel] = time.time()
-        return super()._chat_post_message(args)
+    def _check_trigger(self, trigger_id: str) -> None:
+        if trigger_id.startswith("bench.") and trigger_id not in self._triggers:
+            age = time.time() - float(".".join(trigger_id.split(".")[1:3]))
+            self._triggers[trigger_id] = {"minted": self.clock() - age, "used": False}
+        super()._check_trigger(trigger_id)
+
+    def _serve_response_url(self, req: _Handler, url_id: str, body: bytes) -> None:
+        with self._lock:
+            if url_id.startswith("bench"):
+                self._response_urls.setdefault(url_id, {"created": self.clock(), "uses": 0})
+        super()._serve_response_url(req, url_id, body)
 
     def _views_open(self, args: JSON) -> JSON:
-        answer = super()._views_open(args)
-        with self._lock:
-            self._opened[str(args.get("trigger_id"))] = time.time()
+        trigger = str(args.get("trigger_id") or "")
+        try:
+            answer = super()._views_open(args)
+        except SlackError as exc:
+            self.refused[trigger] = exc.error
+            raise
+        self.opened[trigger] = time.time()
         return answer
+
+    def _conversations_create(self, args: JSON) -> JSON:
+        answer = super()._conversations_create(args)
+        self._meta(answer["channel"]["id"]).update(
+            name=answer["channel"]["name"], asked=self._local.arrived, created=time.time())
+        return answer
+
+    def _conversations_invite(self, args: JSON) -> JSON:
+        answer = super()._conversations_invite(args)
+        for user in str(args.get("users", "")).split(","):
+            self._meta(str(args.get("channel")))["invited"].setdefault(user.strip(), time.time())
+        return answer
+
+    def _conversations_set_topic(self, args: JSON) -> JSON:
+        channel = self._channels.get(str(args.get("channel")), {})
+        self.topic_calls += 1
+        self.topic_noops += channel.get("topic") == args.get("topic")
+        answer = super()._conversations_set_topic(args)
+        self._meta(channel["id"]).setdefault("topic_at", time.time())
+        return answer
+
+    def _pins_add(self, args: JSON) -> JSON:
+        answer = super()._pins_add(args)
+        self._meta(str(args.get("channel"))).setdefault("pinned_at", time.time())
+        return answer
+
+    def _chat_post_message(self, args: JSON) -> JSON:
+        answer = super()._chat_post_message(args)
+        now, meta, found = time.time(), self._meta(answer["channel"]), buttons(args.get("blocks"))
+        if "card_post_update" in found and "card_ts" not in meta:
+            meta.update(card_ts=answer["ts"], card_at=now, incident=found["card_post_update"])
+        if "reminder_post_update" in found:
+            meta["reminders"].append([self._local.arrived, now])
+        if answer["channel"] == BROADCAST:
+            for linked in re.findall(r"<#(C\w+)", str(args.get("text", ""))):
+                self._meta(linked).setdefault("broadcast_at", now)
+        return answer
+
+    # -- control API ------------------------------------------------------------------------
 
     def _handle(self, req: _Handler) -> None:
         if not req.path.startswith("/bench/"):
-            super()._handle(req)
-            return
+            return super()._handle(req)
         length = int(req.headers.get("Content-Length") or 0)
-        body = json.loads(req.rfile.read(length) or b"{}") if length else {}
-        try:
-            answer = self._control(req.command, req.path.removeprefix("/bench/"), body)
-        except (KeyError, ValueError, TypeError) as exc:
-            self._reply_json(req, {"ok": False, "error": repr(exc)}, 400)
-            return
-        self._reply_json(req, {"ok": True, **answer})
+        body = json.loads(req.rfile.read(length)) if length else {}
+        with self._lock:  # serialized while no handler can change it
+            answer = json.dumps(self._control(req.path.removeprefix("/bench/"), body))
+        self._reply(req, 200, answer.encode())
 
-    # -- control API -----------------------------------------------------------------------
-
-    def _control(self, verb: str, path: str, body: dict[str, Any]) -> JSON:
-        if path == "users":
-            for user_id, name in body["users"]:
-                self.add_user(str(user_id), str(name))
-            return {}
-        if path == "channels":
-            return {"channels": self._seed_channels(str(body["prefix"]), int(body["count"]),
-                                                    [str(m) for m in body.get("members", [])])}
-        if path == "mint":
-            user = body.get("user")
-            triggers = [self.mint_trigger_id(user) for _ in range(int(body.get("triggers", 0)))]
-            urls = [self.new_response_url(user_id=user)
-                    for _ in range(int(body.get("response_urls", 0)))]
-            return {"triggers": triggers, "response_urls": urls}
-        if path == "watch" and verb == "POST":
-            with self._lock:
-                self._watched = {str(c): None for c in body.get("channels", [])}
-            return {}
-        if path == "watch":
-            with self._lock:
-                return {"posted": {c: t for c, t in self._watched.items() if t is not None}}
-        if path == "opened":
-            with self._lock:
-                return {"opened": {t: self._opened[t] for t in body.get("triggers", [])
-                                   if t in self._opened}}
-        if path == "stats":
-            with self._count_lock:
-                return {"calls": self._call_count, "by_method": dict(self._by_method)}
-        if path == "forget":
-            with self._lock:
-                self._calls.clear()
-                for messages in self._messages.values():
-                    del messages[1:]  # keep each channel's first message (the card)
-                self._ephemerals.clear()
-                self._responses.clear()
-                self._views.clear()
-                self._view_order.clear()
-            return {}
-        raise KeyError(path)
-
-    def _seed_channels(self, prefix: str, count: int, members: list[str]) -> list[JSON]:
-        """Channels (bot and `members` in them), each with a bot-authored card message.
-
-        Bypasses `add_channel`'s name scan, which is quadratic for thousands of channels.
-        """
-        out = []
-        with self._lock:
-            for i in range(count):
-                channel = self._new_channel(f"{prefix}-{i}", creator=self.bot_user_id,
-                                            members=[self.bot_user_id, *members],
-                                            is_private=False)
-                card = self._store_message(channel, user=self.bot_user_id, text="card")
-                out.append({"id": channel["id"], "card_ts": card["ts"]})
-        return out
-
-
-def main() -> int:
-    fake = BenchFakeSlack()
-    fake.start()
-    assert fake._server is not None
-    print(f"PORT {fake._server.server_address[1]}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
+    def _control(self, path: str, body: dict[str, Any]) -> JSON:
+        if path == "latency":
+            self._latency = {None: float(body["seconds"])}
+        elif path == "channels":
+            made = [self._new_channel(f"{body['prefix']}-{i}", creator=self.bot_user_id,
+                                      members=[self.bot_user_id, USER], is_private=False)
+                    for i in range(int(body["count"]))]
+            return {"channels": [{"id": c["id"], "card_ts": self._store_message(
+                c, user=self.bot_user_id, text="card")["ts"]} for c in made]}
+        elif path == "reset":
+            self._forget()
+        elif path == "calls":
+            return {"calls": self.calls_total}
+        elif path == "state":
+            return {"channels": self.meta, "opened": self.opened, "refused": self.refused,
+                    "topic_calls": self.topic_calls, "topic_noops": self.topic_noops}
+        return {}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _Server.request_queue_size = 256  # socketserver's backlog of 5 drops connections in bursts
+    print(f"PORT {BenchFakeSlack().start().base_url.rsplit(':', 1)[1]}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        sys.exit(0)
