@@ -61,7 +61,7 @@ def get(port: int, path: str, body: Any = None, timeout: float = 60) -> dict[str
         conn.request("GET" if body is None else "POST", path,
                      None if body is None else json.dumps(body))
         response = conn.getresponse()
-        return {"status": response.status, **json.loads(response.read() or b"{}")}
+        return {**json.loads(response.read() or b"{}"), "status": response.status}
     finally:
         conn.close()
 

@@ -29,18 +29,13 @@ from incidentbot.core.alerts import from_alertmanager, from_generic
 from incidentbot.core.errors import IncidentError
 from incidentbot.db import create_db_engine, migrate, ping, session_factory, transaction
 from incidentbot.jobs import queue
-from incidentbot.jobs.queue import JobAdmin
 from incidentbot.jobs.runner import DurableLazyRunner, JobRunner
-from incidentbot.reminders import ReminderScheduler
+from incidentbot.jobs.scheduler import ReminderScheduler
+from incidentbot.services import Services
+from incidentbot.services.context import Context, UserFacingError
 from incidentbot.slack import intake
-from incidentbot.slack.alerts import AlertWorkflows
 from incidentbot.slack.app_factory import build_bolt_app
-from incidentbot.slack.closing import ClosingWorkflows
 from incidentbot.slack.gateway import SlackGateway, build_client
-from incidentbot.slack.paging import PagingWorkflows
-from incidentbot.slack.response import ResponseWorkflows
-from incidentbot.slack.services import Services
-from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +61,8 @@ class Bot:
     fallback: ThreadPoolExecutor
 
     @property
-    def flows(self) -> IncidentWorkflows:
-        return self.services.declaring
+    def ctx(self) -> Context:
+        return self.services.ctx
 
     def close(self) -> None:
         self.jobs.stop()  # finish what was claimed
@@ -83,59 +78,45 @@ def create_bot(settings: Settings) -> Bot:
     migrate(engine)
     sessions = session_factory(engine)
     gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url))
-    services = _services(settings, sessions, gateway)
-    reminders = _scheduler(engine, services, settings.work_threads)
-    services.declaring.reminders = reminders
+    scheduler = ReminderScheduler(engine, threads=settings.work_threads)
+    ctx = Context(settings, sessions, gateway, scheduler)
+    services = Services.build(ctx, bot_user_id=gateway.bot_user_id())
     fallback = ThreadPoolExecutor(4, thread_name_prefix="unstored")
     wake = threading.Event()
-    lazy = DurableLazyRunner(sessions, services.clock, wake=lambda: wake.set(), fallback=fallback)
+    lazy = DurableLazyRunner(sessions, ctx.clock, wake=wake.set, fallback=fallback)
     app = build_bolt_app(services, lazy)
-    jobs = JobRunner(app, sessions, services.clock, name=f"{socket.gethostname()}:{os.getpid()}",
+    jobs = JobRunner(app, sessions, ctx.clock, name=f"{socket.gethostname()}:{os.getpid()}",
                      threads=settings.work_threads,
                      lease=timedelta(seconds=settings.job_lease_seconds),
                      retry_base_s=settings.job_retry_seconds, wakeup=wake)
-    reminders.start()
+    _schedule(scheduler, services)
     jobs.start(sole_runner=engine.dialect.name == "sqlite")
-    threading.Thread(target=services.declaring.refresh_recent_cards, name="card-refresh",
+    threading.Thread(target=services.declaration.refresh_recent_cards, name="card-refresh",
                      daemon=True).start()
     return Bot(settings=settings, engine=engine, sessions=sessions, services=services,
-               reminders=reminders, app=app, jobs=jobs, fallback=fallback)
+               reminders=scheduler, app=app, jobs=jobs, fallback=fallback)
 
 
-def _services(settings: Settings, sessions: sessionmaker[Session],
-              gateway: SlackGateway) -> Services:
-    declaring = IncidentWorkflows(settings, sessions, gateway)
-    return Services(
-        declaring=declaring,
-        running=ResponseWorkflows(declaring, bot_user_id=gateway.bot_user_id()),
-        closing=ClosingWorkflows(declaring),
-        paging=PagingWorkflows(declaring),
-        alerts=AlertWorkflows(declaring),
-        jobs=JobAdmin(sessions, declaring.clock),
-    )
-
-
-def _scheduler(engine: Engine, services: Services, threads: int) -> ReminderScheduler:
-    """The reminder scheduler. On becoming its leader (at start on SQLite) a replica settles
+def _schedule(scheduler: ReminderScheduler, services: Services) -> None:
+    """Start the scheduler. On becoming its leader (at start on SQLite) a replica settles
     reminders a crash left claimed but unconfirmed (confirms those Slack stored, posts the
     others), then re-plans every open incident's reminder from the database."""
 
     def take_over() -> None:
-        recovered = services.running.recover_reminders()
-        planned = services.declaring.plan_all_reminders()
+        recovered = services.updates.recover_reminders()
+        planned = services.declaration.plan_all_reminders()
         services.paging.replan_pending()
-        reminders.every("stale", services.declaring.settings.sweep_minutes)
+        scheduler.every("stale", services.ctx.settings.sweep_minutes)
         log.info("Reminders planned for %d open incident(s); %d recovered after a crash",
                  planned, recovered)
 
-    reminders = ReminderScheduler(engine, services.running.fire_reminder,
-                                  services.closing.postmortem_due, threads=threads,
-                                  on_leadership=take_over)
-    reminders.on("page", services.paging.escalate_due)
-    reminders.on("archive_notice", services.closing.archive_notice)
-    reminders.on("archive", services.closing.archive)
-    reminders.on("stale", services.running.nudge_stale)
-    return reminders
+    scheduler.on("reminder", services.updates.fire_reminder)
+    scheduler.on("postmortem", services.closing.postmortem_due)
+    scheduler.on("page", services.paging.escalate_due)
+    scheduler.on("archive_notice", services.closing.archive_notice)
+    scheduler.on("archive", services.closing.archive)
+    scheduler.on("stale", services.updates.nudge_stale)
+    scheduler.start(on_leadership=take_over)
 
 
 class WsgiApp:
@@ -173,7 +154,7 @@ class WsgiApp:
     def _first_time(self, signature: str) -> bool:
         """False for a signed request seen before (a replay within the 5-minute window)."""
         try:
-            return self.bot.flows.remember_request(signature)
+            return self.bot.services.ledger.remember_request(signature)
         except SQLAlchemyError as exc:
             log.warning("Replay ledger unavailable (%s); relying on signatures alone",
                         type(exc).__name__)
@@ -216,7 +197,7 @@ def health_report(bot: Bot) -> dict[str, Any]:
     try:
         ping(bot.engine)
         with transaction(bot.sessions) as session:
-            stats = queue.stats(session, bot.services.clock())
+            stats = queue.stats(session, bot.ctx.clock())
         database = "up"
     except SQLAlchemyError:
         database, stats = "down", None

@@ -47,7 +47,7 @@ def test_reopen_cancels_the_archive(running: RunningBot) -> None:
     resolve_by_button(running, incident)
     uploaded_postmortem(running)
     running.driver.command("reopen", user_id=ALICE, channel_id=incident.channel_id)
-    eventually(lambda: running.bot.flows.incident_by_id(incident.id).status == "investigating")
+    eventually(lambda: running.bot.ctx.incident_by_id(incident.id).status == "investigating")
     time.sleep(ARCHIVE_DAYS * 86400 + 1.5)
     assert not running.fake.channel(incident.channel_id)["is_archived"]
 

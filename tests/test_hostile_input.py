@@ -30,6 +30,7 @@ from incidentbot.core.security import may_command
 from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.models import ActionItem, Incident, RoleAssignment, StatusUpdate, TimelineEvent
+from incidentbot.services.context import DB_DOWN
 from incidentbot.slack import blocks
 from incidentbot.slack.commands import Command, UsageError, parse
 from incidentbot.slack.forms import (
@@ -38,7 +39,6 @@ from incidentbot.slack.forms import (
     update_form_errors,
     view_values,
 )
-from incidentbot.slack.workflows import DB_DOWN
 from tests.conftest import ACK_LIMIT_S, ALICE, BOB, CAROL, RunningBot
 from tests.fakeslack import JSON, FakeSlack, blocks_errors, view_errors
 from tests.helpers import eventually

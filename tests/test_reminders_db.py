@@ -11,7 +11,7 @@ import pytest
 from apscheduler.executors.debug import DebugExecutor
 from sqlalchemy import Engine
 
-from incidentbot.reminders import ReminderScheduler, run_scheduled
+from incidentbot.jobs.scheduler import ReminderScheduler, run_scheduled
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def reminders(engine: Engine, fired: list[int]) -> Iterator[ReminderScheduler]:
         with lock:
             fired.append(incident_id)
 
-    scheduler = ReminderScheduler(engine, record)
+    scheduler = ReminderScheduler(engine)
+    scheduler.on("reminder", record)
     scheduler.start()
     yield scheduler
     scheduler.shutdown()
@@ -85,7 +86,8 @@ def test_a_reminder_that_plans_the_next_one_keeps_it(engine: Engine) -> None:
         fired.append(incident_id)
         scheduler.plan(incident_id, later)
 
-    scheduler = ReminderScheduler(engine, plan_next, executor=DebugExecutor())
+    scheduler = ReminderScheduler(engine, executor=DebugExecutor())
+    scheduler.on("reminder", plan_next)
     scheduler.start()
     try:
         scheduler.plan(7, datetime.now(UTC) + timedelta(milliseconds=100))

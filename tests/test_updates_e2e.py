@@ -13,7 +13,8 @@ from sqlalchemy.exc import OperationalError
 
 from incidentbot.core import updates
 from incidentbot.models import Incident, StatusUpdate, TimelineEvent, utcnow
-from incidentbot.slack import blocks, reminder_metadata, response
+from incidentbot.services import updates as update_service
+from incidentbot.slack import blocks, reminder_metadata
 from tests.conftest import ALICE, BOB, RunningBot, bot_running, make_settings
 from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
@@ -254,9 +255,9 @@ def posted_unconfirmed(running: RunningBot, monkeypatch: pytest.MonkeyPatch
 
     fall_due(running, incident.id)
     with monkeypatch.context() as patched:
-        patched.setattr(response, "CONFIRM_PAUSES_S", ())
+        patched.setattr(update_service, "CONFIRM_PAUSES_S", ())
         patched.setattr(updates, "mark_reminder_posted", refused)
-        running.bot.services.running.fire_reminder(incident.id)
+        running.bot.services.updates.fire_reminder(incident.id)
     [claim] = events(running, incident.id, "reminder")
     [posted] = reminders_in(running, incident.channel_id)
     assert claim.slack_ts is None and claim.dedupe_key
@@ -268,14 +269,14 @@ def posted_unconfirmed(running: RunningBot, monkeypatch: pytest.MonkeyPatch
 def test_a_reminder_slack_stored_is_confirmed_at_takeover_not_posted_again(
         running: RunningBot, monkeypatch: pytest.MonkeyPatch) -> None:
     incident, posted = posted_unconfirmed(running, monkeypatch)
-    assert running.bot.services.running.recover_reminders() == 1
+    assert running.bot.services.updates.recover_reminders() == 1
     assert [m["ts"] for m in reminders_in(running, incident.channel_id)] == [posted["ts"]]
     [confirmed] = events(running, incident.id, "reminder")
     assert confirmed.slack_ts == posted["ts"] and confirmed.data["posted"]
     lookup = running.fake.calls_to("conversations.history")[-1]
     assert lookup["channel"] == incident.channel_id and lookup["include_all_metadata"] == "1"
     assert float(lookup["oldest"]) <= float(str(posted["ts"])) <= float(lookup["latest"])
-    assert running.bot.services.running.recover_reminders() == 0  # nothing left to settle
+    assert running.bot.services.updates.recover_reminders() == 0  # nothing left to settle
 
 
 def test_a_reminder_is_posted_at_takeover_when_the_channel_cannot_be_read(
@@ -284,7 +285,7 @@ def test_a_reminder_is_posted_at_takeover_when_the_channel_cannot_be_read(
     than a reminder twice."""
     incident, posted = posted_unconfirmed(running, monkeypatch)
     running.fake.fail_next("conversations.history", "missing_scope")
-    assert running.bot.services.running.recover_reminders() == 1
+    assert running.bot.services.updates.recover_reminders() == 1
     first, again = reminders_in(running, incident.channel_id)
     assert first["ts"] == posted["ts"] and again["metadata"] == posted["metadata"]
     [confirmed] = events(running, incident.id, "reminder")
@@ -301,7 +302,7 @@ def test_a_reminder_claimed_but_never_posted_is_posted_once_at_takeover(
         assert stored is not None
         outcome = updates.claim_reminder(session, stored, interval_minutes=30)
     assert outcome.post and outcome.claim_key
-    assert running.bot.services.running.recover_reminders() == 1
+    assert running.bot.services.updates.recover_reminders() == 1
     [posted] = reminders_in(running, incident.channel_id)
     assert posted["metadata"] == reminder_metadata.reminder_metadata(outcome.claim_key,
                                                                      incident.id)

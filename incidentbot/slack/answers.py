@@ -10,8 +10,8 @@ from typing import Any
 
 from incidentbot.core.errors import IncidentError
 from incidentbot.jobs.runner import LAST_ATTEMPT
+from incidentbot.services.context import UserFacingError, describe_slack_error
 from incidentbot.slack.gateway import SlackCallFailed, SlackGateway
-from incidentbot.slack.workflows import UserFacingError, describe_slack_error
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import logging
 from slack_bolt import App
 
 from incidentbot.jobs.runner import DurableLazyRunner
+from incidentbot.services import Services
 from incidentbot.slack import listeners
-from incidentbot.slack.services import Services
 
 
 def build_bolt_app(services: Services, lazy_runner: DurableLazyRunner) -> App:
@@ -20,7 +20,7 @@ def build_bolt_app(services: Services, lazy_runner: DurableLazyRunner) -> App:
     and jobs run later through this app, long after their request's timestamp expired.
     """
     app = App(
-        client=services.gateway.client,
+        client=services.ctx.gateway.client,
         process_before_response=True,
         request_verification_enabled=False,
         logger=logging.getLogger("incidentbot.bolt"),

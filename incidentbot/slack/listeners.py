@@ -11,13 +11,13 @@ from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
 
+from incidentbot.services import Services
 from incidentbot.slack.answers import Answers
 from incidentbot.slack.modals import Modals
 from incidentbot.slack.on_buttons import ButtonListener
 from incidentbot.slack.on_commands import CommandListener
 from incidentbot.slack.on_events import OTHER_EVENTS, EventListener
 from incidentbot.slack.on_forms import FormListener
-from incidentbot.slack.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ SORRY = ":warning: Something went wrong on my side and it has been logged. Pleas
 
 def register(app: App, services: Services) -> None:
     """Attach every listener; the kinds a person waits on come first."""
-    answers = Answers(services.gateway)
+    answers = Answers(services.ctx.gateway)
     modals = Modals(services, answers)
     commands = CommandListener(services, answers, modals)
     buttons = ButtonListener(services, answers, modals)
     forms = FormListener(services, answers)
-    events = EventListener(services.running)
+    events = EventListener(services.timeline)
 
     app.command("/incident")(ack=commands.ack, lazy=[commands.run_command])
     app.action(one_of(buttons.clicks))(ack=buttons.ack, lazy=[buttons.run_click])

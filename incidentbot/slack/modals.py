@@ -5,9 +5,9 @@ from __future__ import annotations
 from incidentbot.core.actions import default_due
 from incidentbot.core.status import Status
 from incidentbot.models import Incident
+from incidentbot.services import Services
 from incidentbot.slack import blocks
 from incidentbot.slack.answers import Answers, Reply
-from incidentbot.slack.services import Services
 
 CARD_FORMS = {
     blocks.ASSIGN_ROLE: blocks.role_modal,
@@ -26,14 +26,14 @@ class Modals:
         if not Status(incident.status).is_open:
             reply(f"The incident is {incident.status}; updates are for open incidents.")
             return
-        latest = self.s.running.latest_update(incident.id)
-        view = blocks.update_modal(incident, latest, self.s.declaring.interval(incident.severity),
+        latest = self.s.updates.latest_update(incident.id)
+        view = blocks.update_modal(incident, latest, self.s.ctx.interval(incident.severity),
                                    _metadata(incident))
         self.answers.open_modal(trigger_id, view, reply, received_at)
 
     def open_resolve_form(self, incident: Incident, trigger_id: str, reply: Reply, user: str,
                           received_at: float | None) -> None:
-        self.s.declaring.authorize(incident, user, "resolve it")
+        self.s.ctx.authorize(incident, user, "resolve it")
         if not Status(incident.status).is_open:
             reply(f"This incident is already {incident.status}; use `/incident reopen` if it "
                   "came back.")
@@ -48,7 +48,7 @@ class Modals:
 
     def open_action_form(self, incident: Incident, trigger_id: str, reply: Reply,
                          received_at: float | None) -> None:
-        today = self.s.clock().date()
+        today = self.s.ctx.clock().date()
         view = blocks.action_modal(incident, _metadata(incident), default_due(today))
         self.answers.open_modal(trigger_id, view, reply, received_at)
 

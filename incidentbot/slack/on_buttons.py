@@ -10,13 +10,13 @@ from slack_bolt import Ack, BoltContext
 
 from incidentbot.core.severity import DECISION_TREE, suggest_severity
 from incidentbot.jobs.runner import RECEIVED_AT, urgent
+from incidentbot.services import Services
+from incidentbot.services.context import UserFacingError
 from incidentbot.slack import blocks
 from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.forms import choices, read_metadata, view_values
 from incidentbot.slack.gateway import SlackCallFailed
 from incidentbot.slack.modals import CARD_FORMS, Modals
-from incidentbot.slack.services import Services
-from incidentbot.slack.workflows import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +63,31 @@ class ButtonListener:
 
     def _open_update_form(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                           context: BoltContext) -> None:
-        incident = self.s.declaring.incident_by_id(target_id(action))
+        incident = self.s.ctx.incident_by_id(target_id(action))
         self.modals.open_update_form(incident, body["trigger_id"], reply,
                                      context.get(RECEIVED_AT))
 
     def _open_card_form(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                         context: BoltContext) -> None:
-        incident = self.s.declaring.incident_by_id(target_id(action))
+        incident = self.s.ctx.incident_by_id(target_id(action))
         self.modals.open_card_form(action["action_id"], incident, body["trigger_id"], reply,
                                    context.get(RECEIVED_AT))
 
     def _open_resolve_form(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                            context: BoltContext) -> None:
-        incident = self.s.declaring.incident_by_id(target_id(action))
+        incident = self.s.ctx.incident_by_id(target_id(action))
         self.modals.open_resolve_form(incident, body["trigger_id"], reply, body["user"]["id"],
                                       context.get(RECEIVED_AT))
 
     def _open_action_form(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                           context: BoltContext) -> None:
-        incident = self.s.declaring.incident_by_id(target_id(action))
+        incident = self.s.ctx.incident_by_id(target_id(action))
         self.modals.open_action_form(incident, body["trigger_id"], reply,
                                      context.get(RECEIVED_AT))
 
     def _snooze(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                 _context: BoltContext) -> None:
-        due = self.s.running.snooze(target_id(action), body["user"]["id"])
+        due = self.s.updates.snooze(target_id(action), body["user"]["id"])
         if due is not None:
             reply(f"Snoozed: the next reminder is due {blocks.slack_date(due)}.")
 
@@ -113,9 +113,9 @@ class ButtonListener:
         answers = [f"q{i}" in ticked for i in range(len(DECISION_TREE))]
         suggested = suggest_severity(answers) if any(answers) else None
         updated = blocks.declare_modal(read_metadata(view),
-                                       services=self.s.declaring.catalog.names,
+                                       services=self.s.ctx.catalog.names,
                                        suggested=suggested)
         try:
-            self.s.gateway.update_view(view.get("id", ""), updated, view.get("hash"))
+            self.s.ctx.gateway.update_view(view.get("id", ""), updated, view.get("hash"))
         except SlackCallFailed as exc:
             log.info("Declare form not updated with a suggestion: %s", exc.error)

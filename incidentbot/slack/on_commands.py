@@ -12,6 +12,8 @@ from incidentbot.core.resolution import Resolution
 from incidentbot.core.status import Status
 from incidentbot.jobs.runner import NO_WORK, RECEIVED_AT, urgent
 from incidentbot.models import Incident
+from incidentbot.services import Services
+from incidentbot.services.context import UserFacingError
 from incidentbot.slack import blocks
 from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.commands import (
@@ -39,8 +41,6 @@ from incidentbot.slack.commands import (
     parse,
 )
 from incidentbot.slack.modals import Modals
-from incidentbot.slack.services import Services
-from incidentbot.slack.workflows import UserFacingError
 
 
 def declared_message(incident: Incident, problems: list[str]) -> str:
@@ -88,9 +88,9 @@ class CommandListener:
         if isinstance(parsed, Declare):
             self._declare(parsed, command, reply, context)
         elif isinstance(parsed, ListOpen):
-            incidents = self.s.declaring.open_incidents_for(user)
+            incidents = self.s.declaration.open_incidents_for(user)
             self._respond(command, "Open incidents",
-                          blocks.incident_list(incidents, self.s.clock()))
+                          blocks.incident_list(incidents, self.s.ctx.clock()))
         elif isinstance(parsed, Stats):
             self._respond(command, "Incident statistics",
                           blocks.stats_blocks(self.s.closing.stats(parsed.days, user)))
@@ -105,17 +105,17 @@ class CommandListener:
                          reply: Reply, context: BoltContext) -> None:
         user = command["user_id"]
         if isinstance(parsed, AssignRole):
-            change = self.s.declaring.assign_role(incident.id, parsed.role, parsed.user_id, user)
+            change = self.s.declaration.assign_role(incident.id, parsed.role, parsed.user_id, user)
             if not change.changed:
                 reply(f"<@{parsed.user_id}> already is the {parsed.role.title}.")
         elif isinstance(parsed, SetSeverity):
-            change = self.s.declaring.change_severity(incident.id, parsed.severity, user)
+            change = self.s.declaration.change_severity(incident.id, parsed.severity, user)
             if not change.changed:
                 reply(f"The incident already is {parsed.severity.value}.")
         elif isinstance(parsed, SetStatus) and parsed.status is Status.RESOLVED:
             self.s.closing.resolve(incident.id, Resolution(summary=""), user)
         elif isinstance(parsed, SetStatus):
-            change = self.s.declaring.change_status(incident.id, parsed.status, user)
+            change = self.s.declaration.change_status(incident.id, parsed.status, user)
             if not change.changed:
                 reply(f"The incident already is {parsed.status.value}.")
         elif isinstance(parsed, PostUpdate):
@@ -131,10 +131,10 @@ class CommandListener:
                             command: dict[str, Any], reply: Reply) -> None:
         user = command["user_id"]
         if isinstance(parsed, Note):
-            self.s.running.add_note(incident.id, parsed.text, user)
+            self.s.timeline.add_note(incident.id, parsed.text, user)
             reply("Noted as a key event.")
         elif isinstance(parsed, ShowTimeline):
-            incident, events = self.s.running.key_events(incident.id)
+            incident, events = self.s.timeline.key_events(incident.id)
             self._respond(command, "Key events", blocks.key_events_blocks(incident, events))
         elif isinstance(parsed, Reopen):
             self.s.closing.reopen(incident.id, user)
@@ -151,8 +151,8 @@ class CommandListener:
         elif isinstance(parsed, PageService):
             self.s.paging.page(incident.id, parsed.service, user)
         elif isinstance(parsed, CommsDrafts):
-            latest = self.s.running.latest_update(incident.id)
-            found = comms.drafts(incident, latest, self.s.clock())
+            latest = self.s.updates.latest_update(incident.id)
+            found = comms.drafts(incident, latest, self.s.ctx.clock())
             self._respond(command, "Communication drafts", blocks.comms_blocks(incident, found))
         elif isinstance(parsed, ListActions):
             incident, items = self.s.closing.list_actions(incident.id)
@@ -163,14 +163,14 @@ class CommandListener:
         if not parsed.title:
             metadata = {"response_url": command.get("response_url", ""),
                         "channel_id": command.get("channel_id", ""), "drill": parsed.drill}
-            view = blocks.declare_modal(metadata, services=self.s.declaring.catalog.names)
+            view = blocks.declare_modal(metadata, services=self.s.ctx.catalog.names)
             self.answers.open_modal(command["trigger_id"], view, reply, context.get(RECEIVED_AT))
             return
         if len(parsed.title) > MAX_TITLE:
             reply(f"The title is {len(parsed.title)} characters; keep it to {MAX_TITLE}, or run "
                   "`/incident declare` alone to use the form.")
             return
-        result = self.s.declaring.declare(Declaration(
+        result = self.s.declaration.declare(Declaration(
             title=parsed.title, declared_by=command["user_id"],
             team_id=command.get("team_id", ""),
             request_key=f"trigger:{command.get('trigger_id', '')}", is_drill=parsed.drill,
@@ -178,7 +178,7 @@ class CommandListener:
         reply(declared_message(result.incident, result.problems))
 
     def _admin_jobs(self, parsed: AdminJobs, command: dict[str, Any], reply: Reply) -> None:
-        if not self.s.declaring.is_admin(command["user_id"]):
+        if not self.s.ctx.is_admin(command["user_id"]):
             raise UserFacingError("Only the people in INCIDENT_ADMINS may look after jobs.")
         if parsed.retry is None:
             jobs, stats = self.s.jobs.overview()
@@ -189,7 +189,7 @@ class CommandListener:
             reply(f"There is no failed job #{parsed.retry}.")
 
     def _incident_here(self, channel_id: str, subcommand: str) -> Incident:
-        incident = self.s.declaring.incident_for_channel(channel_id)
+        incident = self.s.ctx.incident_for_channel(channel_id)
         if incident is None:
             raise UserFacingError(
                 f"`/incident {subcommand}` works inside an incident channel: run it in the "
@@ -198,4 +198,4 @@ class CommandListener:
         return incident
 
     def _respond(self, command: dict[str, Any], text: str, body: list[dict[str, Any]]) -> None:
-        self.s.gateway.respond(command.get("response_url", ""), text, body)
+        self.s.ctx.gateway.respond(command.get("response_url", ""), text, body)

@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt import Ack, BoltResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from incidentbot.slack.response import ResponseWorkflows
+from incidentbot.services.timeline import TimelineService
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +18,12 @@ OTHER_EVENTS = ("reaction_added", "reaction_removed", "member_joined_channel")
 
 
 class EventListener:
-    def __init__(self, running: ResponseWorkflows) -> None:
-        self.running = running
+    def __init__(self, timeline: TimelineService) -> None:
+        self.timeline = timeline
 
     def on_event(self, ack: Ack, event: dict[str, Any]) -> BoltResponse | None:
         try:
-            self.running.capture(event)
+            self.timeline.capture(event)
         except SQLAlchemyError as exc:
             log.error("Timeline store unavailable; Slack will redeliver: %s",
                       type(exc).__name__)

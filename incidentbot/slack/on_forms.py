@@ -22,6 +22,8 @@ from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.core.updates import UpdateRequest
 from incidentbot.jobs.runner import NO_WORK
+from incidentbot.services import Services
+from incidentbot.services.context import UserFacingError
 from incidentbot.slack import blocks
 from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.forms import (
@@ -35,8 +37,6 @@ from incidentbot.slack.forms import (
     view_values,
 )
 from incidentbot.slack.on_commands import declared_message
-from incidentbot.slack.services import Services
-from incidentbot.slack.workflows import UserFacingError
 
 Work = Callable[[str, Reply], object]  # (submitter, reply)
 Reading = tuple[dict[str, str], Work | None]
@@ -101,7 +101,7 @@ class FormListener:
                 current_action=text(values, blocks.CURRENT_ACTION),
                 eta=text(values, blocks.ETA), next_update_minutes=minutes,
                 request_key=f"view:{view.get('id', '')}")
-            self.s.running.post_update(self._incident_id(view), request)
+            self.s.updates.post_update(self._incident_id(view), request)
         return {}, post
 
     def _declare(self, view: dict[str, Any]) -> Reading:
@@ -118,7 +118,7 @@ class FormListener:
         ticked = choices(values, blocks.PRIVATE)
 
         def declare(user: str, reply: Reply) -> None:
-            result = self.s.declaring.declare(Declaration(
+            result = self.s.declaration.declare(Declaration(
                 title=title, declared_by=user, severity=severity,
                 description=text(values, blocks.DESCRIPTION),
                 service=text(values, blocks.SERVICE), is_private="private" in ticked,
@@ -137,17 +137,17 @@ class FormListener:
         if not person:
             return refused({blocks.USER: "Pick a person."})
         try:
-            self.s.declaring.require_person(person)
+            self.s.ctx.require_person(person)
         except UserFacingError as exc:
             return refused({blocks.USER: plain(str(exc))})
-        return {}, lambda user, _reply: self.s.declaring.assign_role(
+        return {}, lambda user, _reply: self.s.declaration.assign_role(
             self._incident_id(view), role, person, user)
 
     def _severity(self, view: dict[str, Any]) -> Reading:
         severity = Severity.parse(text(view_values(view), blocks.SEVERITY))
         if severity is None:
             return refused({blocks.SEVERITY: "Pick a severity."})
-        return {}, lambda user, _reply: self.s.declaring.change_severity(
+        return {}, lambda user, _reply: self.s.declaration.change_severity(
             self._incident_id(view), severity, user)
 
     def _status(self, view: dict[str, Any]) -> Reading:
@@ -157,7 +157,7 @@ class FormListener:
         if status is Status.RESOLVED:
             return {}, lambda user, _reply: self.s.closing.resolve(
                 self._incident_id(view), Resolution(summary=""), user)
-        return {}, lambda user, _reply: self.s.declaring.change_status(
+        return {}, lambda user, _reply: self.s.declaration.change_status(
             self._incident_id(view), status, user)
 
     def _resolve(self, view: dict[str, Any]) -> Reading:
@@ -166,7 +166,7 @@ class FormListener:
         if not summary:
             return refused({blocks.SUMMARY: "Say what fixed it."})
         try:
-            incident = self.s.declaring.incident_by_id(self._incident_id(view))
+            incident = self.s.ctx.incident_by_id(self._incident_id(view))
         except (UserFacingError, IncidentError) as exc:
             return refused({blocks.SUMMARY: plain(str(exc))})
         if not Status(incident.status).is_open:
@@ -198,7 +198,7 @@ class FormListener:
             errors[blocks.OWNER] = "Pick an owner."
         else:
             try:
-                self.s.declaring.require_person(owner)
+                self.s.ctx.require_person(owner)
             except UserFacingError as exc:
                 errors[blocks.OWNER] = plain(str(exc))
         try:
@@ -206,7 +206,7 @@ class FormListener:
         except ValueError:
             errors[blocks.DUE] = "Pick a due date."
         else:
-            if due < self.s.clock().date():
+            if due < self.s.ctx.clock().date():
                 errors[blocks.DUE] = "The due date is in the past."
         if (text(values, blocks.PRIORITY) or "P2") not in PRIORITIES:
             errors[blocks.PRIORITY] = "Pick a priority from P0 to P3."

@@ -13,37 +13,34 @@ from incidentbot.core.resolution import Resolution
 from incidentbot.core.status import Status
 from incidentbot.core.timeline import EventKind
 from incidentbot.models import ActionItem, Incident, Postmortem
+from incidentbot.services.context import Context, UserFacingError, describe_slack_error
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed
-from incidentbot.slack.workflows import IncidentWorkflows, UserFacingError, describe_slack_error
 
 log = logging.getLogger(__name__)
 
 
-class ClosingWorkflows:
+class ClosingService:
     """Resolution, postmortem drafts, action items and period statistics."""
 
-    def __init__(self, flows: IncidentWorkflows) -> None:
-        self.flows = flows
-        self.gateway = flows.gateway
-        self.settings = flows.settings
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     # -- resolve and reopen ---------------------------------------------------------------
 
     def resolve(self, incident_id: int, request: Resolution, by: str) -> Incident:
         """Resolve, stop reminders, announce the all-clear and draft the postmortem."""
-        with self.flows._writing() as session:
+        with self.ctx.writing() as session:
             incident = lifecycle.get_incident(session, incident_id, lock=True)
-            self.flows.authorize(incident, by, "resolve it")
-            resolution.resolve(session, incident, request, by, self.flows.clock())
-        if self.flows.reminders is not None:
-            self.flows.reminders.cancel(incident.id)
-            self.flows.reminders.plan_postmortem(incident.id, incident.postmortem_due_at)
-            self._plan_archive(incident)
-        self.flows.refresh(incident.id)
+            self.ctx.authorize(incident, by, "resolve it")
+            resolution.resolve(session, incident, request, by, self.ctx.clock())
+        self.ctx.scheduler.cancel(incident.id)
+        self.ctx.scheduler.plan_postmortem(incident.id, incident.postmortem_due_at)
+        self._plan_archive(incident)
+        self.ctx.refresh(incident.id)
         failure: SlackCallFailed | None = None
         try:
-            self.flows.say(
+            self.ctx.say(
                 incident, blocks.all_clear_text(incident), blocks.all_clear_blocks(incident)
             )
         except SlackCallFailed as exc:
@@ -65,19 +62,18 @@ class ClosingWorkflows:
         return incident
 
     def reopen(self, incident_id: int, by: str) -> None:
-        with self.flows._writing() as session:
+        with self.ctx.writing() as session:
             incident = lifecycle.get_incident(session, incident_id, lock=True)
-            self.flows.authorize(incident, by, "reopen it")
+            self.ctx.authorize(incident, by, "reopen it")
             resolution.reopen(
-                session, incident, by, self.flows.interval(incident.severity), self.flows.clock()
+                session, incident, by, self.ctx.interval(incident.severity), self.ctx.clock()
             )
-        if self.flows.reminders is not None:
-            self.flows.reminders.plan_postmortem(incident.id, None)
-            self.flows.reminders.plan_job("archive_notice", incident.id, None)
-            self.flows.reminders.plan_job("archive", incident.id, None)
-        self.flows.plan_reminder(incident)
-        self.flows._try(
-            lambda: self.flows.say(
+        self.ctx.scheduler.plan_postmortem(incident.id, None)
+        self.ctx.scheduler.plan_job("archive_notice", incident.id, None)
+        self.ctx.scheduler.plan_job("archive", incident.id, None)
+        self.ctx.plan_reminder(incident)
+        self.ctx.try_slack(
+            lambda: self.ctx.say(
                 incident,
                 f":leftwards_arrow_with_hook: <@{by}> reopened the incident; "
                 "it is back to *Investigating*.",
@@ -89,23 +85,23 @@ class ClosingWorkflows:
             f"<#{incident.channel_id}> was reopened.",
             "was reopened",
         )
-        self.flows.refresh(incident.id)
+        self.ctx.refresh(incident.id)
 
     def _broadcast(self, incident: Incident, text: str, private_what: str) -> None:
-        self.flows.broadcast(incident, text, private_what)
+        self.ctx.broadcast(incident, text, private_what)
 
     def postmortem_due(self, incident_id: int) -> None:
         """Scheduler callback: remind the channel that the postmortem draft is due."""
         try:
-            incident = self.flows.incident_by_id(incident_id)
+            incident = self.ctx.incident_by_id(incident_id)
         except (UserFacingError, Exception):
             log.exception("Postmortem reminder for incident %s failed", incident_id)
             return
         if incident.resolved_at is None:
             return
         ic = incident.holder("ic")
-        self.flows._try(
-            lambda: self.flows.say(
+        self.ctx.try_slack(
+            lambda: self.ctx.say(
                 incident,
                 f":memo: {blocks.mention(ic)}: the postmortem for this "
                 f"{incident.severity} incident is due now. Review the draft, "
@@ -116,28 +112,28 @@ class ClosingWorkflows:
     # -- archiving ------------------------------------------------------------------------
 
     def _plan_archive(self, incident: Incident) -> None:
-        days = self.settings.archive_after_days
-        if days <= 0 or self.flows.reminders is None or incident.resolved_at is None:
+        days = self.ctx.settings.archive_after_days
+        if days <= 0 or incident.resolved_at is None:
             return
         archive_at = incident.resolved_at + timedelta(days=days)
-        notice_at = max(archive_at - timedelta(days=1), self.flows.clock())
-        self.flows.reminders.plan_job("archive_notice", incident.id, notice_at)
-        self.flows.reminders.plan_job("archive", incident.id, archive_at)
+        notice_at = max(archive_at - timedelta(days=1), self.ctx.clock())
+        self.ctx.scheduler.plan_job("archive_notice", incident.id, notice_at)
+        self.ctx.scheduler.plan_job("archive", incident.id, archive_at)
 
     def archive_notice(self, incident_id: int) -> None:
         """Scheduler callback: a day before archiving, say so in the channel."""
-        incident = self.flows.incident_by_id(incident_id)
+        incident = self.ctx.incident_by_id(incident_id)
         if Status(incident.status) is not Status.RESOLVED or incident.resolved_at is None:
             return
-        archive_at = incident.resolved_at + timedelta(days=self.settings.archive_after_days)
-        self.flows._try(lambda: self.flows.say(
+        archive_at = incident.resolved_at + timedelta(days=self.ctx.settings.archive_after_days)
+        self.ctx.try_slack(lambda: self.ctx.say(
             incident, f":file_cabinet: This channel will be archived (never deleted) "
                       f"{blocks.slack_date(archive_at)}. `/incident reopen` keeps it open."))
 
     def archive(self, incident_id: int) -> None:
         """Scheduler callback: close and archive a resolved incident that has its postmortem;
         never an open one."""
-        with self.flows._unit() as session:
+        with self.ctx.reading() as session:
             incident = lifecycle.get_incident(session, incident_id)
             has_postmortem = session.scalar(
                 select(Postmortem.id).where(Postmortem.incident_id == incident_id).limit(1))
@@ -145,31 +141,30 @@ class ClosingWorkflows:
             return
         if not has_postmortem:
             self.draft_postmortem(incident_id, None)
-        with self.flows._writing() as session:
+        with self.ctx.writing() as session:
             incident = lifecycle.get_incident(session, incident_id, lock=True)
             lifecycle.change_status(session, incident, Status.CLOSED, "incidentbot",
-                                    self.flows.clock())
+                                    self.ctx.clock())
             timeline.record(session, incident_id, EventKind.ARCHIVED, "Channel archived",
-                            occurred_at=self.flows.clock())
-        self.flows.refresh(incident_id)
-        self.flows._try(lambda: self.gateway.archive_channel(incident.channel_id))
+                            occurred_at=self.ctx.clock())
+        self.ctx.refresh(incident_id)
+        self.ctx.try_slack(lambda: self.ctx.gateway.archive_channel(incident.channel_id))
 
     # -- postmortem ------------------------------------------------------------------------
 
     def draft_postmortem(self, incident_id: int, by: str | None) -> Postmortem:
         """Render the draft, upload it into the channel and keep it in the database."""
-        with self.flows._unit() as session:
+        with self.ctx.reading() as session:
             data = postmortem.load(session, incident_id)
-        template = (
-            Path(self.settings.postmortem_template) if self.settings.postmortem_template else None
-        )
+        configured = self.ctx.settings.postmortem_template
+        template = Path(configured) if configured else None
         markdown = postmortem.render(
-            data, names=self._names(data), template_path=template, now=self.flows.clock()
+            data, names=self._names(data), template_path=template, now=self.ctx.clock()
         )
         incident = data.incident
         file_id: str | None = None
         try:
-            file_id = self.gateway.upload_file(
+            file_id = self.ctx.gateway.upload_file(
                 incident.channel_id,
                 filename=f"postmortem-{incident.channel_name}.md",
                 content=markdown,
@@ -179,20 +174,20 @@ class ClosingWorkflows:
             )
         except SlackCallFailed as exc:
             problem = describe_slack_error(exc)
-            self.flows._try(
-                lambda: self.flows.say(
+            self.ctx.try_slack(
+                lambda: self.ctx.say(
                     incident,
                     ":warning: I drafted the postmortem but could not upload "
                     f"it ({problem}). Run `/incident postmortem` to try again.",
                 )
             )
-        with self.flows._writing() as session:
+        with self.ctx.writing() as session:
             record = Postmortem(
                 incident_id=incident_id,
                 markdown=markdown,
                 created_by=by,
                 file_id=file_id,
-                created_at=self.flows.clock(),
+                created_at=self.ctx.clock(),
             )
             session.add(record)
             session.flush()
@@ -203,7 +198,7 @@ class ClosingWorkflows:
                 EventKind.POSTMORTEM,
                 f"Postmortem draft {where}",
                 actor_id=by,
-                occurred_at=self.flows.clock(),
+                occurred_at=self.ctx.clock(),
                 data={"file_id": file_id},
             )
         return record
@@ -216,7 +211,7 @@ class ClosingWorkflows:
         names: dict[str, str] = {}
         for user_id in sorted(people)[:100]:
             try:
-                user = self.gateway.user_info(user_id)
+                user = self.ctx.gateway.user_info(user_id)
             except SlackCallFailed:
                 continue
             if user:
@@ -236,8 +231,8 @@ class ClosingWorkflows:
         priority: str,
         request_key: str | None = None,
     ) -> ActionItem:
-        self.flows.require_person(owner_id)
-        with self.flows._writing() as session:
+        self.ctx.require_person(owner_id)
+        with self.ctx.writing() as session:
             incident = lifecycle.get_incident(session, incident_id)
             item = actions.add_action(
                 session,
@@ -248,17 +243,17 @@ class ClosingWorkflows:
                 due=due,
                 priority=priority,
                 request_key=request_key,
-                now=self.flows.clock(),
+                now=self.ctx.clock(),
             )
-        self.flows._try(lambda: self.flows.say(incident, blocks.action_added_text(item)))
+        self.ctx.try_slack(lambda: self.ctx.say(incident, blocks.action_added_text(item)))
         return item
 
     def complete_action(self, action_id: int, by: str) -> ActionItem:
-        with self.flows._writing() as session:
-            return actions.complete_action(session, action_id, by, self.flows.clock())
+        with self.ctx.writing() as session:
+            return actions.complete_action(session, action_id, by, self.ctx.clock())
 
     def list_actions(self, incident_id: int) -> tuple[Incident, list[ActionItem]]:
-        with self.flows._unit() as session:
+        with self.ctx.reading() as session:
             return (
                 lifecycle.get_incident(session, incident_id),
                 actions.actions_for(session, incident_id),
@@ -268,7 +263,7 @@ class ClosingWorkflows:
 
     def stats(self, days: float, user_id: str) -> metrics.PeriodStats:
         """Statistics over public incidents and the private ones this user is in."""
-        private = self.flows.visible_private_channels(user_id) or set()
+        private = self.ctx.visible_private_channels(user_id) or set()
         visible = or_(Incident.is_private.is_(False), Incident.channel_id.in_(sorted(private)))
-        with self.flows._unit() as session:
-            return metrics.period_stats(session, days, self.flows.clock(), visible=visible)
+        with self.ctx.reading() as session:
+            return metrics.period_stats(session, days, self.ctx.clock(), visible=visible)

@@ -70,15 +70,11 @@ def job_id(target_id: int, kind: str = "reminder") -> str:
 class ReminderScheduler:
     """Plans, re-plans and cancels the update reminder of each incident."""
 
-    def __init__(
-        self, engine: Engine, handler: ReminderHandler,
-        postmortem_handler: ReminderHandler | None = None, *, threads: int = 4,
-        on_leadership: Callable[[], None] | None = None, executor: BaseExecutor | None = None,
-    ) -> None:
-        self._handler = handler
-        self._postmortem_handler = postmortem_handler
+    def __init__(self, engine: Engine, *, threads: int = 4,
+                 executor: BaseExecutor | None = None) -> None:
         self._engine = engine
-        self._leadership = Leadership(engine, on_leadership, self)
+        self._kinds: list[str] = []
+        self._leadership = Leadership(engine, self)
         self._store = BatchJobStore(engine=engine, tablename=JOB_TABLE)
         self.scheduler = KeepReplannedJobs(
             jobstores={"default": self._store},
@@ -86,10 +82,9 @@ class ReminderScheduler:
             job_defaults=JOB_DEFAULTS, timezone="UTC",
         )
 
-    def start(self) -> None:
-        self.on("reminder", self._handler)
-        if self._postmortem_handler is not None:
-            self.on("postmortem", self._postmortem_handler)
+    def start(self, on_leadership: Callable[[], None] | None = None) -> None:
+        """Start planning; run jobs once this replica leads, after `on_leadership`."""
+        self._leadership.on_leadership = on_leadership
         self.scheduler.start(paused=True)
         self._leadership.start()
 
@@ -97,8 +92,8 @@ class ReminderScheduler:
         self._leadership.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if _handlers.get("reminder") is self._handler:
-            _handlers.clear()
+        for kind in self._kinds:
+            _handlers.pop(kind, None)
 
     @property
     def running(self) -> bool:
@@ -124,6 +119,7 @@ class ReminderScheduler:
     def on(self, kind: str, handler: ReminderHandler) -> None:
         """Run `handler(target_id)` when a job of this kind falls due."""
         _handlers[kind] = handler
+        self._kinds.append(kind)
 
     def plan_job(self, kind: str, target_id: int, at: datetime | None) -> None:
         """Schedule (or move) the one job of this kind for this object; None cancels it."""
@@ -232,10 +228,9 @@ class Leadership:
     """Which replica processes scheduled jobs: the holder of a PostgreSQL advisory lock
     (always this process on SQLite)."""
 
-    def __init__(self, engine: Engine, on_leadership: Callable[[], None] | None,
-                 scheduler: ReminderScheduler) -> None:
+    def __init__(self, engine: Engine, scheduler: ReminderScheduler) -> None:
         self._engine = engine
-        self._on_leadership = on_leadership
+        self.on_leadership: Callable[[], None] | None = None
         self._scheduler = scheduler
         self._connection: Connection | None = None
         self._stop = threading.Event()
@@ -298,9 +293,9 @@ class Leadership:
     def _become_leader(self) -> None:
         self.is_leader = True
         log.info("This replica now runs the scheduler")
-        if self._on_leadership is not None:
+        if self.on_leadership is not None:
             try:
-                self._on_leadership()
+                self.on_leadership()
             except Exception:
                 log.exception("Taking over the scheduler failed")
         self._scheduler.lead()

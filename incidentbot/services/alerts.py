@@ -13,16 +13,17 @@ from incidentbot.core.lifecycle import Declaration
 from incidentbot.core.timeline import EventKind
 from incidentbot.db import transaction
 from incidentbot.models import Incident
+from incidentbot.services.context import Context
+from incidentbot.services.declaration import DeclarationService
 from incidentbot.slack import blocks
-from incidentbot.slack.workflows import IncidentWorkflows
 
 
-class AlertWorkflows:
+class AlertService:
     """Turns alert notifications into incidents and channel posts."""
 
-    def __init__(self, flows: IncidentWorkflows) -> None:
-        self.flows = flows
-        self.gateway = flows.gateway
+    def __init__(self, ctx: Context, declaration: DeclarationService) -> None:
+        self.ctx = ctx
+        self.declaration = declaration
         # One notification per group at a time in this process, so a storm makes one
         # channel; across replicas the incident's unique request key decides.
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -30,7 +31,7 @@ class AlertWorkflows:
     def receive(self, notice: AlertNotice) -> str:
         """Declare, attach or note the notification; returns what was done."""
         with self._locks[notice.group_key]:
-            with self.flows._unit() as session:
+            with self.ctx.reading() as session:
                 incident = lifecycle.find_open_by_alert_group(session, notice.group_key)
             if not notice.firing:
                 if incident is None:
@@ -39,7 +40,7 @@ class AlertWorkflows:
                 return "resolved notice posted"
             if incident is not None:
                 return "attached" if self._attach(incident, notice) else "duplicate"
-            result = self.flows.declare(Declaration(
+            result = self.declaration.declare(Declaration(
                 title=notice.title, declared_by=notice.source, severity=notice.severity,
                 service=notice.service, request_key=notice.request_key,
                 alert_group_key=notice.group_key,
@@ -52,14 +53,14 @@ class AlertWorkflows:
         """Post the notification in the incident channel once; False if already posted."""
         digest = hashlib.sha256("\n".join((str(notice.firing), *notice.lines)).encode())
         key = f"alert:{notice.group_key[:80]}:{digest.hexdigest()[:32]}"
-        with transaction(self.flows.sessions) as session:
+        with transaction(self.ctx.sessions) as session:
             event = timeline.record(
                 session, incident.id, EventKind.ALERT,
                 f"{notice.source} {'firing' if notice.firing else 'resolved'}: {notice.title}",
-                actor_id=None, occurred_at=self.flows.clock(), dedupe_key=key,
+                actor_id=None, occurred_at=self.ctx.clock(), dedupe_key=key,
                 is_key=not notice.firing, data={"lines": list(notice.lines)})
         if event is None:
             return False
-        self.flows._try(lambda: self.flows.say(incident, blocks.alert_text(notice),
+        self.ctx.try_slack(lambda: self.ctx.say(incident, blocks.alert_text(notice),
             blocks.alert_blocks(incident, notice)))
         return True
