@@ -25,11 +25,6 @@ def ledger_row(signature: str, now: datetime) -> dict[str, Any]:
     return {"signature": signature[:100], "seen_at": now}
 
 
-def forget_request(session: Session, signature: str) -> None:
-    """Drop a signature whose request was not handled, so its redelivery is accepted."""
-    session.execute(delete(SeenRequest).where(SeenRequest.signature == signature[:100]))
-
-
 def forget_old_requests(session: Session, now: datetime | None = None) -> int:
     cutoff = (now or utcnow()) - REPLAY_WINDOW
     result = session.execute(delete(SeenRequest).where(SeenRequest.seen_at < cutoff))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ RECEIVED_AT = "received_at"  # when Slack's request arrived (unix time), in a jo
 JOB_ERROR = "job_error"
 LAST_ATTEMPT = "last_attempt"  # in a job's context: no retry follows a failure
 POLL_S = 1.0  # how often to look for jobs of other replicas and retries due
+PRUNE_EVERY_S = 600.0  # how often finished jobs past `queue.KEEP_DONE` are deleted
 URGENT = "holds_trigger"  # attribute of lazy functions a person waits on (a modal to open)
 
 
@@ -156,15 +158,26 @@ class JobRunner:
         self._pool.shutdown(wait=True)
 
     def _claim_loop(self) -> None:
+        next_prune = time.monotonic()
         while not self._stopping.is_set():
             self._free.acquire()
             job = self._claim()
-            if job is None:
-                self._free.release()
-                self._wakeup.wait(POLL_S)
-                self._wakeup.clear()
+            if job is not None:
+                self._pool.submit(self._run, job)
                 continue
-            self._pool.submit(self._run, job)
+            self._free.release()
+            if time.monotonic() >= next_prune:
+                self._prune()
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+            self._wakeup.wait(POLL_S)
+            self._wakeup.clear()
+
+    def _prune(self) -> None:
+        try:
+            with transaction(self._sessions) as session:
+                queue.forget_done(session, self._clock())
+        except SQLAlchemyError as exc:
+            log.warning("Could not delete finished jobs (%s)", type(exc).__name__)
 
     def _claim(self) -> ClaimedJob | None:
         try:

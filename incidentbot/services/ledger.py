@@ -23,12 +23,7 @@ class RequestLedger:
             fresh = insert_ignore(session, SeenRequest.__table__,
                                   security.ledger_row(signature, now), security.LEDGER_KEY)
         self._remembered += 1
-        if self._remembered % 500 == 0:
+        if self._remembered % PRUNE_EVERY == 0:
             with transaction(self.ctx.sessions) as session:
                 security.forget_old_requests(session, now)
         return fresh
-
-    def forget_request(self, signature: str) -> None:
-        with transaction(self.ctx.sessions) as session:
-            security.forget_request(session, signature)
-
