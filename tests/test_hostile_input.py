@@ -31,7 +31,7 @@ from incidentbot.core.severity import Severity
 from incidentbot.core.status import Status
 from incidentbot.models import ActionItem, Incident, RoleAssignment, StatusUpdate, TimelineEvent
 from incidentbot.services.context import DB_DOWN
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, reports, views
 from incidentbot.slack.commands import Command, UsageError, parse
 from incidentbot.slack.forms import (
     element_value,
@@ -355,28 +355,28 @@ def test_key_events_actions_comms_and_list_escape_user_text_within_limits(
     events = [TimelineEvent(id=i, incident_id=incident.id, kind="note", occurred_at=DAY,
                             actor_id=ALICE if i % 2 else None, text=text, is_key=True)
               for i, text in enumerate(notes)]
-    assert_valid_message(blocks.key_events_blocks(incident, events), "key events")
+    assert_valid_message(reports.key_events_blocks(incident, events), "key events")
     items = [ActionItem(id=i, incident_id=incident.id, text=text, owner_id=data.draw(USER_IDS),
                         due_date=DAY.date(), priority="P2", status=("open", "done")[i % 2],
                         created_by=ALICE) for i, text in enumerate(actions)]
-    assert_valid_message(blocks.actions_blocks(incident, items), "action items")
+    assert_valid_message(reports.actions_blocks(incident, items), "action items")
     update = data.draw(st.none() | status_updates(incident))
-    assert_valid_message(blocks.comms_blocks(incident, drafts(incident, update, DAY)), "comms")
-    assert_valid_message(blocks.incident_list([incident] * listed, DAY), "incident list")
+    assert_valid_message(reports.comms_blocks(incident, drafts(incident, update, DAY)), "comms")
+    assert_valid_message(reports.incident_list([incident] * listed, DAY), "incident list")
 
 
 @BUILDERS
 @given(incidents(), st.data())
 def test_modals_are_valid_and_escape_user_text(incident: Incident, data: st.DataObject) -> None:
     metadata = {"incident_id": incident.id, "channel_id": incident.channel_id}
-    modals = [blocks.declare_modal({"response_url": "https://hooks.example/x", "drill": False},
+    modals = [views.declare_modal({"response_url": "https://hooks.example/x", "drill": False},
                                    title=incident.title),
-              blocks.role_modal(incident, metadata), blocks.severity_modal(incident, metadata),
-              blocks.status_modal(incident, metadata), blocks.resolve_modal(incident, metadata),
-              blocks.action_modal(incident, metadata, DAY.date())]
+              views.role_modal(incident, metadata), views.severity_modal(incident, metadata),
+              views.status_modal(incident, metadata), views.resolve_modal(incident, metadata),
+              views.action_modal(incident, metadata, DAY.date())]
     if Status(incident.status).is_open:
         update = data.draw(st.none() | status_updates(incident))
-        modals.append(blocks.update_modal(incident, update, 30, metadata))
+        modals.append(views.update_modal(incident, update, 30, metadata))
     for view in modals:
         assert view_errors(view) == [], (view["callback_id"], view_errors(view))
         assert_escaped(mrkdwn_texts(view), view["callback_id"])
@@ -399,7 +399,7 @@ def test_usage_error_answer_escapes_the_echoed_token(text: str) -> None:
         parse(text)
     except UsageError as exc:
         assert_escaped([str(exc)], "usage error text")
-        assert_valid_message(blocks.help_blocks(str(exc)), "help card")
+        assert_valid_message(reports.help_blocks(str(exc)), "help card")
 
 
 # -- 3. end to end through the running bot -----------------------------------------------------

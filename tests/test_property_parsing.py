@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from incidentbot.core.comms import drafts
 from incidentbot.models import Incident, RoleAssignment, StatusUpdate
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, reports, views
 from incidentbot.slack.commands import UsageError, parse
 from incidentbot.slack.forms import (
     element_value,
@@ -93,8 +93,8 @@ def test_builders_escape_user_text_and_fit_slack_limits(title: str, description:
                           eta=title[:200], next_update_at=moment, posted_at=moment)
     produced = [
         blocks.incident_card(incident, update),
-        blocks.key_events_blocks(incident, []),
-        blocks.comms_blocks(incident, drafts(incident, update, moment)),
+        reports.key_events_blocks(incident, []),
+        reports.comms_blocks(incident, drafts(incident, update, moment)),
         [{"type": "section", "text": {"type": "mrkdwn", "text": t}} for t in (
             blocks.status_update_text(incident, update), blocks.note_text("UBOB", description),
             blocks.all_clear_text(incident), blocks.escalation_text(incident, 42))],
@@ -107,7 +107,7 @@ def test_builders_escape_user_text_and_fit_slack_limits(title: str, description:
                 assert raw not in text
         headers = [b["text"]["text"] for b in message if b.get("type") == "header"]
         assert all(len(h) <= 150 for h in headers)
-    modal = blocks.declare_modal({"response_url": "x"}, title=title[:200])
+    modal = views.declare_modal({"response_url": "x"}, title=title[:200])
     assert len(modal["blocks"]) <= 100 and len(modal["private_metadata"]) <= 3000
 
 

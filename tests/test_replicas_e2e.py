@@ -137,7 +137,7 @@ def test_leader_killed_between_slacks_answer_and_the_confirmation_posts_one_remi
 ) -> None:
     """Three replicas on PostgreSQL with the leader SIGKILLed between Slack's answer to a
     reminder post and its confirmation: one reminder, not two. The fake Slack kills the
-    leader (its worker process posts) once it has stored the first reminder and before it
+    leader once it has stored the first reminder and before it
     answers, so the leader never learns the message's ts; the next leader finds the message
     by the claim key in its metadata and confirms the claim with it."""
     with FakeSlack(bot_token=BOT_TOKEN) as fake:

@@ -13,7 +13,7 @@ from incidentbot.core.roles import Role
 from incidentbot.core.severity import Severity, suggest_severity
 from incidentbot.core.status import Status, allowed_next
 from incidentbot.models import Incident, RoleAssignment
-from incidentbot.slack import blocks, reminder_metadata
+from incidentbot.slack import blocks, reminder_metadata, reports, views
 from incidentbot.slack.commands import (
     AssignRole,
     Declare,
@@ -171,11 +171,11 @@ def test_card_with_huge_description_is_truncated() -> None:
 def test_topic_and_modals() -> None:
     incident = _incident()
     assert blocks.topic(incident) == "SEV2 · Investigating · IC: <@UALICE>"
-    modal = blocks.declare_modal({"response_url": "x" * 500})
+    modal = views.declare_modal({"response_url": "x" * 500})
     assert modal["callback_id"] == blocks.DECLARE_VIEW
     assert len(modal["title"]["text"]) <= 24
     assert "Revenue directly impacted" in json.dumps(modal)
-    for builder in (blocks.role_modal, blocks.severity_modal, blocks.status_modal):
+    for builder in (views.role_modal, views.severity_modal, views.status_modal):
         view = builder(incident, {"incident_id": 7})
         assert json.loads(view["private_metadata"]) == {"incident_id": 7}
         assert len(view["title"]["text"]) <= 24
@@ -183,7 +183,7 @@ def test_topic_and_modals() -> None:
 
 def test_incident_list_caps_blocks() -> None:
     many = [_incident(id=i, channel_id=f"C{i}") for i in range(120)]
-    listed = blocks.incident_list(many, DAY)
+    listed = reports.incident_list(many, DAY)
     assert len(listed) <= 50
     assert "and 75 more" in json.dumps(listed)
 

@@ -23,6 +23,7 @@ PENDING, DONE, FAILED = "pending", "done", "failed"
 MAX_ATTEMPTS = 5
 BACKOFF_FACTOR = 4  # each retry waits 4 times longer: 1, 4, 16, 64 s with a 1 s base
 KEEP_DONE = timedelta(hours=1)
+RECENT_FAILURES = timedelta(days=1)  # failed jobs that make the bot "degraded"
 FIRST, LATER = 0, 1  # priorities: work a person is waiting on (a trigger_id) goes first
 
 
@@ -121,9 +122,11 @@ def retry(session: Session, job_id: int, now: datetime) -> bool:
 
 
 def stats(session: Session, now: datetime) -> QueueStats:
+    """Pending jobs and the age of the oldest; jobs that failed in the last day."""
     pending, oldest = session.execute(
         select(func.count(), func.min(Job.received_at)).where(Job.state == PENDING)).one()
-    failed = session.scalar(select(func.count()).where(Job.state == FAILED)) or 0
+    failed = session.scalar(select(func.count()).where(
+        Job.state == FAILED, Job.finished_at > now - RECENT_FAILURES)) or 0
     age = (now - oldest).total_seconds() if oldest is not None else 0.0
     return QueueStats(pending=pending, failed=failed, oldest_pending_s=max(age, 0.0))
 

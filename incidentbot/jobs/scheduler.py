@@ -14,7 +14,7 @@ dies its connection closes, the lock is released, and another replica takes it w
 idempotent underneath: each due reminder is claimed with a unique key before it is posted,
 so even two leaders for a moment could not post it twice; the key goes out in the message's
 metadata, so the next leader finds a reminder whose leader died before confirming it
-(`ResponseWorkflows.recover_reminders`) rather than posting it again. On SQLite the one
+(`UpdateService.recover_reminders`) rather than posting it again. On SQLite the one
 process leads.
 """
 

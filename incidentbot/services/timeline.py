@@ -120,22 +120,18 @@ class TimelineService:
             or (bool(self.bot_user_id) and message.get("user") == self.bot_user_id)
         )
 
-    def add_note(self, incident_id: int, text: str, by: str) -> None:
+    def add_note(self, incident_id: int, text: str, by: str, request_key: str) -> None:
+        """A key event; `request_key` makes a note run twice (its job restarted) one entry."""
         text = text.strip()
         if not text:
             raise UserFacingError("Write the note after the command: `/incident note <text>`.")
         with self.ctx.writing() as session:
             incident = lifecycle.get_incident(session, incident_id)
-            timeline.record(
-                session,
-                incident.id,
-                timeline.EventKind.NOTE,
-                text,
-                actor_id=by,
-                occurred_at=self.ctx.clock(),
-                is_key=True,
-            )
-        self.ctx.try_slack(lambda: self.ctx.say(incident, blocks.note_text(by, text)))
+            added = timeline.record(
+                session, incident.id, timeline.EventKind.NOTE, text, actor_id=by,
+                occurred_at=self.ctx.clock(), is_key=True, dedupe_key=request_key[:120])
+        if added is not None:
+            self.ctx.try_slack(lambda: self.ctx.say(incident, blocks.note_text(by, text)))
 
     def key_events(self, incident_id: int) -> tuple[Incident, list[TimelineEvent]]:
         with self.ctx.reading() as session:

@@ -6,7 +6,6 @@ bot ping `@channel` or show a disguised link.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
@@ -15,35 +14,21 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    CheckboxesElement,
     ContextBlock,
-    DatePickerElement,
-    DividerBlock,
     HeaderBlock,
-    InputBlock,
     MarkdownTextObject,
-    NumberInputElement,
-    Option,
-    PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
-    StaticSelectElement,
-    UserSelectElement,
 )
-from slack_sdk.models.views import View
 
-from incidentbot.core.actions import PRIORITIES
-from incidentbot.core.metrics import PeriodStats, durations, format_duration
+from incidentbot.core.metrics import durations, format_duration
 from incidentbot.core.roles import Role
 from incidentbot.core.severity import (
-    DECISION_TREE,
     SEVERITY_INFO,
-    WHEN_TO_DECLARE,
     Severity,
-    decision_tree_hint,
 )
-from incidentbot.core.status import SETTABLE_STATUSES, Status, allowed_next
-from incidentbot.models import ActionItem, Incident, StatusUpdate, TimelineEvent
+from incidentbot.core.status import Status
+from incidentbot.models import ActionItem, Incident, StatusUpdate
 
 # Action ids of buttons and callback ids of modals; the listeners match on these.
 ASSIGN_ROLE = "card_assign_role"
@@ -84,6 +69,7 @@ ACTION_TEXT = "action_text"
 OWNER = "owner"
 DUE = "due"
 PRIORITY = "priority"
+CRITERIA = "criteria"
 
 SEVERITY_EMOJI = {
     Severity.SEV1: ":red_circle:",
@@ -117,7 +103,7 @@ def mention(user_id: str | None) -> str:
     return f"<@{user_id}>" if USER_ID.match(user_id) else escape(user_id)
 
 
-def _blocks(*blocks: Block) -> list[dict[str, Any]]:
+def as_dicts(*blocks: Block) -> list[dict[str, Any]]:
     return [block.to_dict() for block in blocks]
 
 
@@ -167,7 +153,7 @@ def incident_card(
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]))
     if Status(incident.status) is not Status.CLOSED:
         blocks.append(card_actions(incident))
-    return _blocks(*blocks)
+    return as_dicts(*blocks)
 
 
 def card_actions(incident: Incident) -> ActionsBlock:
@@ -218,192 +204,6 @@ def role_text(role: Role, user_id: str, previous: str | None) -> str:
     return f":bust_in_silhouette: {mention(user_id)} is now the {role.title}{relieved}."
 
 
-def _option(text: str, value: str, description: str | None = None) -> Option:
-    return Option(text=PlainTextObject(text=text), value=value, description=description)
-
-
-def _severity_options() -> list[Option]:
-    return [
-        _option(s.value, s.value, truncate(SEVERITY_INFO[s].definition, 75)) for s in Severity
-    ]
-
-
-def _modal(callback_id: str, title: str, blocks: list[Block], submit: str,
-           metadata: dict[str, Any]) -> dict[str, Any]:
-    view = View(
-        type="modal", callback_id=callback_id, title=PlainTextObject(text=title),
-        submit=PlainTextObject(text=submit), close=PlainTextObject(text="Cancel"),
-        blocks=blocks, private_metadata=json.dumps(metadata),
-    )
-    return view.to_dict()
-
-
-CRITERIA = "criteria"
-
-
-def declare_modal(metadata: dict[str, Any], title: str = "",
-                  services: list[str] | None = None,
-                  suggested: Severity | None = None) -> dict[str, Any]:
-    """Title, severity (with the decision tree as help, and a suggestion from the answers
-    ticked), description, service, options."""
-    severity_options = _severity_options()
-    initial = severity_options[list(Severity).index(suggested or Severity.SEV3)]
-    when = " · ".join(WHEN_TO_DECLARE)
-    tree = [_option(question, f"q{i}") for i, (question, _s) in enumerate(DECISION_TREE)]
-    blocks: list[Block] = [
-        ContextBlock(elements=[MarkdownTextObject(
-            text=f"*Declare if any is true:* {when}")]),
-        InputBlock(block_id=TITLE, label="Title", element=PlainTextInputElement(
-            action_id=TITLE, max_length=200, initial_value=title or None,
-            placeholder="What is broken, in a few words",
-        )),
-        InputBlock(block_id=CRITERIA, label="Severity decision tree (tick what is true)",
-                   optional=True, dispatch_action=True,
-                   element=CheckboxesElement(action_id=CRITERIA, options=tree)),
-        InputBlock(
-            # a new block id per suggestion, so Slack shows the suggested initial option
-            block_id=f"{SEVERITY}_{initial.value}", label="Severity",
-            hint=truncate(("Suggested from your answers. " if suggested else "")
-                          + decision_tree_hint(), 2000),
-            element=StaticSelectElement(
-                action_id=SEVERITY, options=severity_options, initial_option=initial
-            ),
-        ),
-        InputBlock(block_id=DESCRIPTION, label="Description", optional=True,
-                   element=PlainTextInputElement(action_id=DESCRIPTION, multiline=True,
-                                                 max_length=2900)),
-        _service_input(services or []),
-        InputBlock(block_id=PRIVATE, label="Options", optional=True,
-                   element=CheckboxesElement(action_id=PRIVATE, options=[
-                       _option("Private incident", "private",
-                               "Private channel; no details outside it"),
-                       _option("Drill", "drill",
-                               "Practice: drill- channel, marked DRILL, never broadcast"),
-                   ])),
-    ]
-    return _modal(DECLARE_VIEW, "Declare an incident", blocks, "Declare", metadata)
-
-
-def _service_input(services: list[str]) -> InputBlock:
-    """A select of the catalog's services, or free text when there is no catalog."""
-    if not services:
-        return InputBlock(block_id=SERVICE, label="Affected service", optional=True,
-                          element=PlainTextInputElement(action_id=SERVICE, max_length=120))
-    options = [_option(truncate(name, 75), name[:150]) for name in services[:100]]
-    return InputBlock(block_id=SERVICE, label="Affected service", optional=True,
-                      hint="Its runbook is bookmarked and its owners are invited",
-                      element=StaticSelectElement(action_id=SERVICE, options=options))
-
-
-def role_modal(incident: Incident, metadata: dict[str, Any]) -> dict[str, Any]:
-    options = [_option(role.title, role.value) for role in Role]
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=f"*{escape(incident.title)}*")),
-        InputBlock(block_id=ROLE, label="Role",
-                   element=StaticSelectElement(action_id=ROLE, options=options,
-                                               initial_option=options[0])),
-        InputBlock(block_id=USER, label="Person", element=UserSelectElement(action_id=USER)),
-    ]
-    return _modal(ROLE_VIEW, "Assign a role", blocks, "Assign", metadata)
-
-
-def severity_modal(incident: Incident, metadata: dict[str, Any]) -> dict[str, Any]:
-    options = _severity_options()
-    current = next(o for o in options if o.value == incident.severity)
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(
-            text=f"Currently *{incident.severity}*.\n{decision_tree_hint()}")),
-        InputBlock(block_id=SEVERITY, label="New severity",
-                   element=StaticSelectElement(action_id=SEVERITY, options=options,
-                                               initial_option=current)),
-    ]
-    return _modal(SEVERITY_VIEW, "Change severity", blocks, "Change", metadata)
-
-
-def status_modal(incident: Incident, metadata: dict[str, Any]) -> dict[str, Any]:
-    current = Status(incident.status)
-    choices = [s for s in SETTABLE_STATUSES if s in allowed_next(current)]
-    options = [_option(s.label, s.value) for s in choices or [current]]
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=f"Currently *{current.label}*.")),
-        InputBlock(block_id=STATUS, label="New status",
-                   element=StaticSelectElement(action_id=STATUS, options=options)),
-    ]
-    return _modal(STATUS_VIEW, "Change status", blocks, "Change", metadata)
-
-
-HELP_LINES = (
-    ("declare [title]", "declare an incident (no title opens the form)"),
-    ("declare --drill [title]", "declare a practice incident (drill- channel, never broadcast)"),
-    ("role ic|scribe|comms|tech|ops|planning @person", "assign a role; `ic` hands off command"),
-    ("severity SEV1|SEV2|SEV3|SEV4", "change the severity"),
-    ("status investigating|identified|mitigated|resolved", "move the incident along"),
-    ("update", "post a status update (resets the reminder clock)"),
-    ("note <text>", "add a key event to the timeline"),
-    ("timeline", "the key events so far"),
-    ("resolve", "resolve: all-clear, reminders stop, postmortem drafted"),
-    ("reopen", "undo a mistaken resolve"),
-    ("postmortem", "(re)generate the postmortem draft"),
-    ("action <text> @owner [due YYYY-MM-DD] [P0-P3]", "add an action item (due in 30 days)"),
-    ("actions", "the action items, with Mark done buttons"),
-    ("page [service]", "page the service's on-call: primary, secondary, then manager"),
-    ("comms", "drafts: internal, executive, status page, customer email"),
-    ("stats [days]", "MTTA, MTTM, MTTR and counts by severity (default 30 days)"),
-    ("list", "open incidents with severity, status, IC and age"),
-    ("help", "this card"),
-)
-
-
-def help_blocks(problem: str | None = None) -> list[dict[str, Any]]:
-    """The usage card, optionally opened by what was wrong with the last command."""
-    lines = "\n".join(f"`/incident {usage}` — {what}" for usage, what in HELP_LINES)
-    blocks: list[Block] = []
-    if problem:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {problem}")))
-    blocks += [
-        SectionBlock(text=MarkdownTextObject(text=f"*Incident commands*\n{lines}")),
-        ContextBlock(elements=[MarkdownTextObject(
-            text="In an incident channel, commands apply to that incident. "
-                 "Severity guide: " + decision_tree_hint())]),
-    ]
-    return _blocks(*blocks)
-
-
-def incident_list(incidents: list[Incident], now: datetime) -> list[dict[str, Any]]:
-    """Open incidents, one section each (Slack allows 50 blocks; the rest are counted)."""
-    if not incidents:
-        return _blocks(SectionBlock(text=MarkdownTextObject(
-            text=":white_check_mark: No open incidents.")))
-    shown = incidents[:45]
-    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(
-        text=f"Open incidents ({len(incidents)})"))]
-    for incident in shown:
-        ic = incident.holder(Role.IC.value)
-        age = format_age(now - incident.declared_at)
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=truncate(
-            f"{SEVERITY_EMOJI[Severity(incident.severity)]} *{incident.severity}* "
-            f"<#{incident.channel_id}> {escape(incident.title)}\n"
-            f"{Status(incident.status).label} · IC {mention(ic)} · open {age}", SECTION_LIMIT))))
-    if len(incidents) > len(shown):
-        blocks.append(DividerBlock())
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"…and {len(incidents) - len(shown)} more.")]))
-    return _blocks(*blocks)
-
-
-def format_age(delta: Any) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes}m"
-    return f"{hours // 24}d {hours % 24}h"
-
-
-# -- status updates, notes, reminders -----------------------------------------------------
-
-
 def _update_body(update: StatusUpdate) -> str:
     eta = escape(update.eta) if update.eta else "not yet known"
     lines = [f"*Impact:* {escape(update.impact) or '_not stated_'}",
@@ -441,7 +241,7 @@ def reminder_text(ic: str | None, comms: str | None, minutes: int) -> str:
 def reminder_blocks(incident: Incident, ic: str | None, comms: str | None,
                     minutes: int) -> list[dict[str, Any]]:
     value = str(incident.id)
-    return _blocks(
+    return as_dicts(
         SectionBlock(text=MarkdownTextObject(text=reminder_text(ic, comms, minutes))),
         ActionsBlock(block_id="reminder_actions", elements=[
             ButtonElement(text="Post update", action_id=REMINDER_POST_UPDATE, value=value,
@@ -458,60 +258,6 @@ def escalation_text(incident: Incident, minutes: int) -> str:
             f"IC: {mention(ic)}.")
 
 
-def update_modal(incident: Incident, latest: StatusUpdate | None, default_minutes: float,
-                 metadata: dict[str, Any]) -> dict[str, Any]:
-    """Status, impact, current action, next update in N minutes, ETA."""
-    current = Status(incident.status)
-    choices = [s for s in SETTABLE_STATUSES if s.is_open]
-    options = [_option(s.label, s.value) for s in choices]
-    initial = next((o for o in options if o.value == current.value), options[0])
-    minutes = f"{default_minutes:g}" if default_minutes > 0 else "30"
-    blocks: list[Block] = [
-        InputBlock(block_id=STATUS, label="Status", element=StaticSelectElement(
-            action_id=STATUS, options=options, initial_option=initial)),
-        InputBlock(block_id=IMPACT, label="Impact", hint="Who is affected, what is broken",
-                   element=PlainTextInputElement(
-                       action_id=IMPACT, multiline=True, max_length=1500,
-                       initial_value=(latest.impact if latest else None) or None)),
-        InputBlock(block_id=CURRENT_ACTION, label="Current action",
-                   hint="What we are doing now",
-                   element=PlainTextInputElement(action_id=CURRENT_ACTION, multiline=True,
-                                                 max_length=1500)),
-        InputBlock(block_id=NEXT_UPDATE, label="Next update in (minutes)",
-                   element=NumberInputElement(action_id=NEXT_UPDATE, is_decimal_allowed=True,
-                                              initial_value=minutes, max_value="1440")),
-        InputBlock(block_id=ETA, label="ETA to resolution", optional=True,
-                   element=PlainTextInputElement(action_id=ETA, max_length=200,
-                                                 placeholder="e.g. 30 min, unknown")),
-    ]
-    return _modal(UPDATE_VIEW, "Post a status update", blocks, "Post", metadata)
-
-
-def key_events_blocks(incident: Incident, events: list[TimelineEvent]) -> list[dict[str, Any]]:
-    """The ephemeral `/incident timeline` summary."""
-    header = f"*Key events of {escape(incident.title)}* ({len(events)})"
-    if not events:
-        return _blocks(SectionBlock(text=MarkdownTextObject(
-            text=f"{header}\nNone yet. Add one with `/incident note <text>` or react "
-                 ":pushpin: to a message.")))
-    lines = [f"`{e.occurred_at:%H:%M}` {escape(e.text)}"
-             + (f" — {mention(e.actor_id)}" if e.actor_id else "") for e in events]
-    chunks: list[str] = []
-    current = header
-    for line in lines:
-        line = truncate(line, 500)
-        if len(current) + len(line) + 1 > SECTION_LIMIT:
-            chunks.append(current)
-            current = line
-        else:
-            current += "\n" + line
-    chunks.append(current)
-    sections = [SectionBlock(text=MarkdownTextObject(text=c)) for c in chunks[:49]]
-    return _blocks(*sections, ContextBlock(elements=[MarkdownTextObject(text="Times in UTC")]))
-
-
-# -- resolution, action items, statistics --------------------------------------------------
-
 
 def all_clear_text(incident: Incident, *, link_channel: bool = False) -> str:
     took = format_duration(durations(incident).resolve)
@@ -526,7 +272,7 @@ def all_clear_text(incident: Incident, *, link_channel: bool = False) -> str:
 def all_clear_blocks(incident: Incident) -> list[dict[str, Any]]:
     due = (f"The postmortem draft is due {slack_date(incident.postmortem_due_at)}."
            if incident.postmortem_due_at else "")
-    return _blocks(
+    return as_dicts(
         SectionBlock(text=MarkdownTextObject(text=all_clear_text(incident))),
         ContextBlock(elements=[MarkdownTextObject(
             text=f"{due} Reopen with `/incident reopen` if it comes back.".strip())]),
@@ -535,41 +281,6 @@ def all_clear_blocks(incident: Incident) -> list[dict[str, Any]]:
         ]),
     )
 
-
-def resolve_modal(incident: Incident, metadata: dict[str, Any]) -> dict[str, Any]:
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(
-            text=f"Resolve *{escape(incident.title)}* ({incident.severity}). The all-clear goes "
-                 "to the channel and the postmortem draft is generated.")),
-        InputBlock(block_id=SUMMARY, label="Resolution summary", element=PlainTextInputElement(
-            action_id=SUMMARY, multiline=True, max_length=2000,
-            placeholder="What fixed it, in a sentence or two")),
-        InputBlock(block_id=ROOT_CAUSE, label="Root cause, if known", optional=True,
-                   element=PlainTextInputElement(action_id=ROOT_CAUSE, multiline=True,
-                                                 max_length=2000)),
-        InputBlock(block_id=CUSTOMER_IMPACT, label="Customer impact", optional=True,
-                   element=PlainTextInputElement(action_id=CUSTOMER_IMPACT, multiline=True,
-                                                 max_length=2000,
-                                                 placeholder="Who was affected, for how long")),
-        InputBlock(block_id=FOLLOW_UP, label="Follow-up", optional=True,
-                   element=CheckboxesElement(action_id=FOLLOW_UP, options=[_option(
-                       "Follow-up work is needed", "yes")])),
-    ]
-    return _modal(RESOLVE_VIEW, "Resolve incident", blocks, "Resolve", metadata)
-
-
-def action_modal(incident: Incident, metadata: dict[str, Any], today: Any) -> dict[str, Any]:
-    priorities = [_option(p, p) for p in PRIORITIES]
-    blocks: list[Block] = [
-        InputBlock(block_id=ACTION_TEXT, label="Action item", element=PlainTextInputElement(
-            action_id=ACTION_TEXT, max_length=1000, placeholder="A concrete change to make")),
-        InputBlock(block_id=OWNER, label="Owner", element=UserSelectElement(action_id=OWNER)),
-        InputBlock(block_id=DUE, label="Due date", element=DatePickerElement(
-            action_id=DUE, initial_date=today.isoformat())),
-        InputBlock(block_id=PRIORITY, label="Priority", element=StaticSelectElement(
-            action_id=PRIORITY, options=priorities, initial_option=priorities[2])),
-    ]
-    return _modal(ACTION_VIEW, "Add action item", blocks, "Add", metadata)
 
 
 def action_line(item: ActionItem) -> str:
@@ -580,42 +291,6 @@ def action_line(item: ActionItem) -> str:
 
 def action_added_text(item: ActionItem) -> str:
     return f":clipboard: Action item added: {action_line(item)}"
-
-
-def actions_blocks(incident: Incident, items: list[ActionItem]) -> list[dict[str, Any]]:
-    """The action items, each open one with a Mark done button (at most 48 shown)."""
-    header = SectionBlock(text=MarkdownTextObject(
-        text=f"*Action items of {escape(incident.title)}* ({len(items)})"))
-    if not items:
-        return _blocks(header, ContextBlock(elements=[MarkdownTextObject(
-            text="None yet: `/incident action <text> @owner [due YYYY-MM-DD] [P0-P3]`.")]))
-    sections: list[Block] = [header]
-    for item in items[:48]:
-        accessory = None if item.status == "done" else ButtonElement(
-            text="Mark done", action_id=ACTION_DONE, value=str(item.id))
-        sections.append(SectionBlock(text=MarkdownTextObject(
-            text=truncate(action_line(item), SECTION_LIMIT)), accessory=accessory))
-    if len(items) > 48:
-        sections.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"…and {len(items) - 48} more.")]))
-    return _blocks(*sections)
-
-
-def stats_blocks(stats: PeriodStats) -> list[dict[str, Any]]:
-    lines = [f"*{row.severity}*: {row.count} incident(s) · MTTA {format_duration(row.mtta_s)} · "
-             f"MTTM {format_duration(row.mttm_s)} · MTTR {format_duration(row.mttr_s)}"
-             for row in stats.by_severity]
-    causes = ", ".join(f"{escape(cause)} ({count}×)" for cause, count in stats.repeat_causes[:10])
-    return _blocks(
-        HeaderBlock(text=PlainTextObject(text=f"Incidents in the last {stats.days:g} days")),
-        SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
-        SectionBlock(text=MarkdownTextObject(text=truncate(
-            f"*Total:* {stats.total} · *Open action items:* {stats.open_actions}\n"
-            f"*Repeat causes:* {causes or 'none'}", SECTION_LIMIT))),
-        ContextBlock(elements=[MarkdownTextObject(
-            text="MTTA/MTTM/MTTR: mean time from declaration to acknowledgement, mitigation "
-                 "and resolution.")]),
-    )
 
 
 def alert_text(notice: Any) -> str:
@@ -632,7 +307,7 @@ def alert_blocks(incident: Incident, notice: Any) -> list[dict[str, Any]]:
         parts.append(ActionsBlock(block_id="alert_actions", elements=[ButtonElement(
             text="Resolve incident", action_id=RESOLVE, value=str(incident.id),
             style="primary")]))
-    return _blocks(*parts)
+    return as_dicts(*parts)
 
 
 DRILL_MARK = ":construction: *DRILL*"
@@ -650,19 +325,6 @@ def mark_drill(
     return marked, [banner, *message_blocks][:50]
 
 
-def comms_blocks(incident: Incident, drafts: list[Any]) -> list[dict[str, Any]]:
-    """Ready-to-copy drafts for the Communications Lead (shown only to who asked)."""
-    comms_lead = incident.holder(Role.COMMS.value)
-    parts: list[Block] = [SectionBlock(text=MarkdownTextObject(
-        text=f"*Communication drafts for {escape(incident.title)}* — for the Communications "
-             f"Lead ({mention(comms_lead)}). Check the facts, then send.")),
-    ]
-    for draft in drafts:
-        body = truncate(escape(draft.text), SECTION_LIMIT - 60)
-        parts.append(SectionBlock(text=MarkdownTextObject(text=f"*{draft.title}*\n```{body}```")))
-    return _blocks(*parts)
-
-
 def runbook_text(service: str, runbook: str) -> str:
     return f":book: Runbook for *{escape(service)}*: <{runbook}|{escape(service)} runbook>"
 
@@ -674,7 +336,7 @@ def page_message(incident: Incident, page: Any) -> tuple[str, list[dict[str, Any
     """The DM a paged person receives, with the Acknowledge button."""
     text = (f":pager: You are paged for *{escape(page.service)}*: {incident.severity} incident "
             f"<#{incident.channel_id}> {escape(incident.title)}.")
-    return text, _blocks(
+    return text, as_dicts(
         SectionBlock(text=MarkdownTextObject(text=text)),
         ActionsBlock(block_id="page_actions", elements=[ButtonElement(
             text="Acknowledge", action_id=PAGE_ACK, value=str(page.id), style="primary")]),
@@ -686,19 +348,3 @@ def nudge_text(incident: Incident) -> str:
     return (f":wave: {mention(ic)}: this incident has been quiet for a while. Is it still "
             "active? Post an update with `/incident update`, or resolve it with "
             "`/incident resolve`.")
-
-
-def failed_jobs_blocks(jobs: list[Any], stats: Any) -> list[dict[str, Any]]:
-    """Failed jobs for an admin: what failed, when, with its last error, and how to retry."""
-    lines = [f"*#{job.id}* `{escape(job.function)}` failed {slack_date(job.finished_at)} "
-             f"after {job.attempts} attempts: {escape((job.error or '')[:300])}"
-             for job in jobs] or ["No failed jobs."]
-    return _blocks(
-        HeaderBlock(text=PlainTextObject(text="Jobs")),
-        SectionBlock(text=MarkdownTextObject(text=truncate(
-            f"*Pending:* {stats.pending} (oldest {stats.oldest_pending_s:.0f}s) · "
-            f"*Failed:* {stats.failed}", SECTION_LIMIT))),
-        SectionBlock(text=MarkdownTextObject(text=truncate("\n".join(lines), SECTION_LIMIT))),
-        ContextBlock(elements=[MarkdownTextObject(
-            text="`/incident admin retry <id>` runs a failed job again.")]),
-    )

@@ -6,13 +6,13 @@ from incidentbot.core.actions import default_due
 from incidentbot.core.status import Status
 from incidentbot.models import Incident
 from incidentbot.services import Services
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, views
 from incidentbot.slack.answers import Answers, Reply
 
 CARD_FORMS = {
-    blocks.ASSIGN_ROLE: blocks.role_modal,
-    blocks.CHANGE_SEVERITY: blocks.severity_modal,
-    blocks.CHANGE_STATUS: blocks.status_modal,
+    blocks.ASSIGN_ROLE: views.role_modal,
+    blocks.CHANGE_SEVERITY: views.severity_modal,
+    blocks.CHANGE_STATUS: views.status_modal,
 }
 
 
@@ -27,7 +27,7 @@ class Modals:
             reply(f"The incident is {incident.status}; updates are for open incidents.")
             return
         latest = self.s.updates.latest_update(incident.id)
-        view = blocks.update_modal(incident, latest, self.s.ctx.interval(incident.severity),
+        view = views.update_modal(incident, latest, self.s.ctx.interval(incident.severity),
                                    _metadata(incident))
         self.answers.open_modal(trigger_id, view, reply, received_at)
 
@@ -38,7 +38,7 @@ class Modals:
             reply(f"This incident is already {incident.status}; use `/incident reopen` if it "
                   "came back.")
             return
-        self.answers.open_modal(trigger_id, blocks.resolve_modal(incident, _metadata(incident)),
+        self.answers.open_modal(trigger_id, views.resolve_modal(incident, _metadata(incident)),
                                 reply, received_at)
 
     def open_card_form(self, action_id: str, incident: Incident, trigger_id: str, reply: Reply,
@@ -49,7 +49,7 @@ class Modals:
     def open_action_form(self, incident: Incident, trigger_id: str, reply: Reply,
                          received_at: float | None) -> None:
         today = self.s.ctx.clock().date()
-        view = blocks.action_modal(incident, _metadata(incident), default_due(today))
+        view = views.action_modal(incident, _metadata(incident), default_due(today))
         self.answers.open_modal(trigger_id, view, reply, received_at)
 
 

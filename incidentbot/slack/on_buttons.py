@@ -12,7 +12,7 @@ from incidentbot.core.severity import DECISION_TREE, suggest_severity
 from incidentbot.jobs.runner import RECEIVED_AT, urgent
 from incidentbot.services import Services
 from incidentbot.services.context import UserFacingError
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, views
 from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.forms import choices, read_metadata, view_values
 from incidentbot.slack.gateway import SlackCallFailed
@@ -112,7 +112,7 @@ class ButtonListener:
         ticked = set(choices(view_values(view), blocks.CRITERIA))
         answers = [f"q{i}" in ticked for i in range(len(DECISION_TREE))]
         suggested = suggest_severity(answers) if any(answers) else None
-        updated = blocks.declare_modal(read_metadata(view),
+        updated = views.declare_modal(read_metadata(view),
                                        services=self.s.ctx.catalog.names,
                                        suggested=suggested)
         try:

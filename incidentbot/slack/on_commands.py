@@ -14,7 +14,7 @@ from incidentbot.jobs.runner import NO_WORK, RECEIVED_AT, urgent
 from incidentbot.models import Incident
 from incidentbot.services import Services
 from incidentbot.services.context import UserFacingError
-from incidentbot.slack import blocks
+from incidentbot.slack import blocks, reports, views
 from incidentbot.slack.answers import Answers, Reply, guarded
 from incidentbot.slack.commands import (
     NEEDS_INCIDENT,
@@ -64,11 +64,11 @@ class CommandListener:
             parsed = parse(command.get("text", ""))
         except UsageError as exc:
             context[NO_WORK] = True
-            ack(text=str(exc), blocks=blocks.help_blocks(str(exc)), response_type="ephemeral")
+            ack(text=str(exc), blocks=reports.help_blocks(str(exc)), response_type="ephemeral")
             return
         if isinstance(parsed, Help):
             context[NO_WORK] = True
-            ack(text="Incident commands", blocks=blocks.help_blocks(),
+            ack(text="Incident commands", blocks=reports.help_blocks(),
                 response_type="ephemeral")
         elif isinstance(parsed, Declare) and parsed.title:
             ack(text=f":hourglass_flowing_sand: Declaring “{blocks.escape(parsed.title[:200])}”…",
@@ -90,10 +90,10 @@ class CommandListener:
         elif isinstance(parsed, ListOpen):
             incidents = self.s.declaration.open_incidents_for(user)
             self._respond(command, "Open incidents",
-                          blocks.incident_list(incidents, self.s.ctx.clock()))
+                          reports.incident_list(incidents, self.s.ctx.clock()))
         elif isinstance(parsed, Stats):
             self._respond(command, "Incident statistics",
-                          blocks.stats_blocks(self.s.closing.stats(parsed.days, user)))
+                          reports.stats_blocks(self.s.closing.stats(parsed.days, user)))
         elif isinstance(parsed, AdminJobs):
             self._admin_jobs(parsed, command, reply)
         elif isinstance(parsed, NEEDS_INCIDENT):
@@ -131,11 +131,12 @@ class CommandListener:
                             command: dict[str, Any], reply: Reply) -> None:
         user = command["user_id"]
         if isinstance(parsed, Note):
-            self.s.timeline.add_note(incident.id, parsed.text, user)
+            self.s.timeline.add_note(incident.id, parsed.text, user,
+                                     request_key=f"note:{command.get('trigger_id', '')}")
             reply("Noted as a key event.")
         elif isinstance(parsed, ShowTimeline):
             incident, events = self.s.timeline.key_events(incident.id)
-            self._respond(command, "Key events", blocks.key_events_blocks(incident, events))
+            self._respond(command, "Key events", reports.key_events_blocks(incident, events))
         elif isinstance(parsed, Reopen):
             self.s.closing.reopen(incident.id, user)
         elif isinstance(parsed, DraftPostmortem):
@@ -153,17 +154,17 @@ class CommandListener:
         elif isinstance(parsed, CommsDrafts):
             latest = self.s.updates.latest_update(incident.id)
             found = comms.drafts(incident, latest, self.s.ctx.clock())
-            self._respond(command, "Communication drafts", blocks.comms_blocks(incident, found))
+            self._respond(command, "Communication drafts", reports.comms_blocks(incident, found))
         elif isinstance(parsed, ListActions):
             incident, items = self.s.closing.list_actions(incident.id)
-            self._respond(command, "Action items", blocks.actions_blocks(incident, items))
+            self._respond(command, "Action items", reports.actions_blocks(incident, items))
 
     def _declare(self, parsed: Declare, command: dict[str, Any], reply: Reply,
                  context: BoltContext) -> None:
         if not parsed.title:
             metadata = {"response_url": command.get("response_url", ""),
                         "channel_id": command.get("channel_id", ""), "drill": parsed.drill}
-            view = blocks.declare_modal(metadata, services=self.s.ctx.catalog.names)
+            view = views.declare_modal(metadata, services=self.s.ctx.catalog.names)
             self.answers.open_modal(command["trigger_id"], view, reply, context.get(RECEIVED_AT))
             return
         if len(parsed.title) > MAX_TITLE:
@@ -182,7 +183,7 @@ class CommandListener:
             raise UserFacingError("Only the people in INCIDENT_ADMINS may look after jobs.")
         if parsed.retry is None:
             jobs, stats = self.s.jobs.overview()
-            self._respond(command, "Jobs", blocks.failed_jobs_blocks(jobs, stats))
+            self._respond(command, "Jobs", reports.failed_jobs_blocks(jobs, stats))
         elif self.s.jobs.retry(parsed.retry):
             reply(f"Job #{parsed.retry} will run again shortly.")
         else:
