@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from incidentbot.core.roles import ROLE_TITLES, Role
+from incidentbot.db import insert_ignore
 from incidentbot.models import Incident, SeenRequest, utcnow
 
 # Slack refuses timestamps older than 5 minutes, so a signature older than that cannot be
@@ -20,9 +20,10 @@ REPLAY_WINDOW = timedelta(minutes=10)
 LEDGER_KEY = ("signature",)
 
 
-def ledger_row(signature: str, now: datetime) -> dict[str, Any]:
-    """The replay-ledger row of a request (unique on LEDGER_KEY), for a batched insert."""
-    return {"signature": signature[:100], "seen_at": now}
+def remember(session: Session, signature: str, now: datetime) -> bool:
+    """Record a request's signature; False when it was recorded before (a replay)."""
+    row = {"signature": signature[:100], "seen_at": now}
+    return insert_ignore(session, SeenRequest.__table__, row, LEDGER_KEY)
 
 
 def forget_old_requests(session: Session, now: datetime | None = None) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy import Row, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from incidentbot.db import insert_ignore
 from incidentbot.models import TimelineEvent, utcnow
 
 
@@ -124,7 +125,7 @@ def record_message(
         occurred_at=occurred_at)))
 
 
-EVENT_KEY = ("incident_id", "dedupe_key")  # what a batched insert of a timeline row is unique on
+EVENT_KEY = ("incident_id", "dedupe_key")  # what a timeline row is unique on
 
 
 def event_row(
@@ -132,7 +133,7 @@ def event_row(
     actor_id: str | None = None, dedupe_key: str | None = None, slack_ts: str | None = None,
     thread_ts: str | None = None, is_key: bool = False, data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A timeline row (unique on EVENT_KEY): `record`'s, or for a batched insert."""
+    """A timeline row (unique on EVENT_KEY), as `record` and `store_message` add it."""
     return {
         "incident_id": incident_id, "kind": kind.value, "text": text, "actor_id": actor_id,
         "occurred_at": occurred_at, "dedupe_key": dedupe_key, "slack_ts": slack_ts,
@@ -144,10 +145,21 @@ def message_row(
     incident_id: int, *, user_id: str, text: str, ts: str, thread_ts: str | None,
     occurred_at: datetime,
 ) -> dict[str, Any]:
-    """`record_message`'s row (unique on EVENT_KEY), for a batched insert."""
+    """A channel message's timeline row, unique on the incident and the message's ts."""
     return event_row(incident_id, EventKind.MESSAGE, text, occurred_at=occurred_at,
                      actor_id=user_id, dedupe_key=message_key(ts), slack_ts=ts,
                      thread_ts=thread_ts if thread_ts != ts else None)
+
+
+def store_message(
+    session: Session, incident_id: int, *, user_id: str, text: str, ts: str,
+    thread_ts: str | None, occurred_at: datetime,
+) -> bool:
+    """Store a channel message in one statement; False when it was stored already (Slack
+    delivered it again), whoever else inserts it at the same moment."""
+    row = message_row(incident_id, user_id=user_id, text=text, ts=ts, thread_ts=thread_ts,
+                      occurred_at=occurred_at)
+    return insert_ignore(session, TimelineEvent.__table__, row, EVENT_KEY)
 
 
 def apply_edit(

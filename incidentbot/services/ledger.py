@@ -4,8 +4,7 @@ a correctly signed request captured and sent again is refused."""
 from __future__ import annotations
 
 from incidentbot.core import security
-from incidentbot.db import insert_ignore, transaction
-from incidentbot.models import SeenRequest
+from incidentbot.db import transaction
 from incidentbot.services.context import Context
 
 PRUNE_EVERY = 500  # requests between two deletions of expired signatures
@@ -20,8 +19,7 @@ class RequestLedger:
         """False if this exact signed request was accepted before (a replay)."""
         now = self.ctx.clock()
         with transaction(self.ctx.sessions) as session:
-            fresh = insert_ignore(session, SeenRequest.__table__,
-                                  security.ledger_row(signature, now), security.LEDGER_KEY)
+            fresh = security.remember(session, signature, now)
         self._remembered += 1
         if self._remembered % PRUNE_EVERY == 0:
             with transaction(self.ctx.sessions) as session:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from incidentbot.core import lifecycle, timeline
-from incidentbot.db import insert_ignore, transaction
+from incidentbot.db import transaction
 from incidentbot.models import Incident, TimelineEvent
 from incidentbot.services.context import Context, UserFacingError
 from incidentbot.slack import blocks
@@ -56,11 +56,10 @@ class TimelineService:
         if incident_id is None:
             return False
         ts = event["ts"]
-        row = timeline.message_row(
-            incident_id, user_id=event.get("user", ""), text=event.get("text", ""), ts=ts,
-            thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts))
         with transaction(self.ctx.sessions) as session:
-            return insert_ignore(session, TimelineEvent.__table__, row, timeline.EVENT_KEY)
+            return timeline.store_message(
+                session, incident_id, user_id=event.get("user", ""), text=event.get("text", ""),
+                ts=ts, thread_ts=event.get("thread_ts"), occurred_at=ts_time(ts))
 
     def _incident_id(self, channel_id: str) -> int | None:
         """The incident of a channel (a channel never changes incident, so hits are cached)."""

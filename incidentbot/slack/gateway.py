@@ -11,7 +11,7 @@ import io
 import logging
 import select
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -157,14 +157,10 @@ class CreatedChannel:
 class SlackGateway:
     """Typed wrappers for the Web API calls the bot makes."""
 
-    def __init__(self, client: WebClient,
-                 before_call: Callable[[], None] | None = None) -> None:
-        """`before_call` runs before every Web API call (see `AckPriority.step_aside`)."""
+    def __init__(self, client: WebClient) -> None:
         self.client = client
-        self._before_call = before_call or (lambda: None)
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        self._before_call()
         try:
             call = getattr(self.client, method.replace(".", "_"))
             response = call(**_drop_none(kwargs))
