@@ -111,3 +111,19 @@ def test_a_command_that_says_payload_is_still_a_command(running: RunningBot) -> 
     running.driver.command("declare payload size limit hit", user_id=ALICE, channel_id=GENERAL)
     eventually(lambda: any(c["name"].endswith("payload-size-limit-hit")
                            for c in running.fake.channels()))
+
+
+def test_socket_mode_work_is_stored_as_a_job_and_runs(running: RunningBot) -> None:
+    """What the Socket Mode adapter hands Bolt (a payload dict, no signature): a command's
+    work is a job like any other, rebuilt from the stored payload when it runs."""
+    from slack_bolt import BoltRequest
+
+    command = {"command": "/incident", "text": "declare Socket mode works", "user_id": ALICE,
+               "channel_id": GENERAL, "team_id": "T1", "trigger_id": "1.2.socket",
+               "response_url": "", "api_app_id": "A1", "token": "x"}
+    answer_ = running.bot.app.dispatch(BoltRequest(body=command, mode="socket_mode"))
+    assert answer_.status == 200
+    eventually(lambda: any(c["name"].endswith("socket-mode-works")
+                           for c in running.fake.channels()))
+    with running.session() as session:
+        assert session.scalars(select(Job.mode)).all() == ["socket_mode"]
