@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incidentbot.core.severity import Severity
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class Settings(BaseSettings):
     """Every setting the bot reads, with its default; see `.env.example`."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # `.env` beside app.py, then in the current directory (which wins)
+    model_config = SettingsConfigDict(env_file=(PROJECT_DIR / ".env", ".env"),
+                                      env_file_encoding="utf-8", extra="ignore")
 
     slack_bot_token: str = ""
     slack_signing_secret: str = ""
@@ -19,7 +27,7 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     database_url: str = "sqlite:///incidentbot.db"
     host: str = "0.0.0.0"
-    port: int = 3000
+    port: int = Field(default=3000, ge=0, le=65535)
     server_threads: int = Field(default=16, ge=1, le=256)
     work_threads: int = Field(default=32, ge=1, le=256)
     job_lease_seconds: float = Field(default=60, gt=0)
@@ -31,7 +39,6 @@ class Settings(BaseSettings):
     reminder_sev3_minutes: float = Field(default=60, ge=0)
     reminder_sev4_minutes: float = Field(default=0, ge=0)
     reminder_retry_seconds: float = Field(default=30, gt=0)
-    timezone: str = "UTC"
     postmortem_template: str = ""
     incident_admins: str = ""
     alert_webhook_token: str = ""
@@ -41,11 +48,20 @@ class Settings(BaseSettings):
     stale_after_days: float = Field(default=14, gt=0)
     sweep_minutes: float = Field(default=60, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("incident_channel_prefix")
     @classmethod
@@ -84,7 +100,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: "
+            f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
         )
         raise ConfigError(f"Invalid settings: {problems}") from None
 

@@ -263,10 +263,7 @@ def make_http_server(bot: Bot, host: str | None = None, port: int | None = None)
 
 
 def serve_http(bot: Bot) -> None:
-    server = make_http_server(bot)
-    log.info("HTTP mode: listening on http://%s:%s%s", bot.settings.host,
-             server.effective_port, EVENTS_PATH)
-    server.run()
+    make_http_server(bot).run()
 
 
 def serve_socket_mode(bot: Bot) -> None:

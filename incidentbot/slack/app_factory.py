@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 
 from slack_bolt import App
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
 from incidentbot.jobs.runner import DurableLazyRunner
 from incidentbot.services import Services
 from incidentbot.slack import listeners
+
+# Bolt reads SLACK_BOT_TOKEN from the environment itself and warns that the client given
+# (built from the same token, with our API URL and retry handlers) takes precedence.
+BOLT_LOG = logging.getLogger("incidentbot.bolt")
+BOLT_LOG.addFilter(
+    lambda record: record.getMessage() != warning_client_prioritized_and_token_skipped())
 
 
 def build_bolt_app(services: Services, lazy_runner: DurableLazyRunner) -> App:
@@ -23,7 +30,7 @@ def build_bolt_app(services: Services, lazy_runner: DurableLazyRunner) -> App:
         client=services.ctx.gateway.client,
         process_before_response=True,
         request_verification_enabled=False,
-        logger=logging.getLogger("incidentbot.bolt"),
+        logger=BOLT_LOG,
     )
     app.listener_runner.lazy_listener_runner = lazy_runner
     listeners.register(app, services)

@@ -175,6 +175,14 @@ class SlackGateway:
             raise SlackCallFailed(method, "connection_error") from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
+    def token_problem(self) -> str | None:
+        """None when Slack takes the bot token, else one sentence on why not."""
+        try:
+            self._call("auth.test")
+        except SlackCallFailed as exc:
+            return token_problem(exc, self.client.base_url)
+        return None
+
     def bot_user_id(self) -> str:
         """The bot's own user ID (auth.test), used to ignore its own messages."""
         return str(self._call("auth.test").get("user_id", ""))
@@ -334,3 +342,26 @@ class SlackGateway:
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def token_problem(exc: SlackCallFailed, api_url: str = "") -> str:
+    """One sentence on why Slack did not take the bot token (`auth.test`)."""
+    if exc.error == "connection_error":
+        return (f"Slack could not be reached at SLACK_API_URL ({api_url or 'its default'}); "
+                "check the URL and this machine's network.")
+    return (f"Slack refused the bot token ({exc.error}); check SLACK_BOT_TOKEN (the xoxb- token "
+            "from your app's OAuth & Permissions page).")
+
+
+def check_app_token(app_token: str, api_url: str) -> str | None:
+    """None when Slack opens a Socket Mode connection for the app-level token, else why not."""
+    client = WebClient(token=app_token, base_url=api_url, timeout=10)
+    client.retry_handlers = retry_handlers()
+    try:
+        client.apps_connections_open()
+    except SlackApiError as exc:
+        return (f"Slack refused the app-level token ({exc.response.get('error')}); check "
+                "SLACK_APP_TOKEN (an xapp- token with connections:write).")
+    except (SlackClientError, OSError):
+        return f"Slack could not be reached at SLACK_API_URL ({api_url})."
+    return None
