@@ -40,7 +40,8 @@ from incidentbot.slack.gateway import SlackGateway, build_client
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
+HEALTH_PATHS = ("/healthz", "/readyz")
+LIVE_PATH = "/livez"
 ALERT_PATHS = {"/alerts/alertmanager": from_alertmanager, "/alerts/webhook": from_generic}
 STUCK_AFTER_S = 30.0  # a pending job older than this makes the bot "degraded"
 
@@ -63,6 +64,10 @@ class Bot:
     @property
     def ctx(self) -> Context:
         return self.services.ctx
+
+    def alive(self) -> bool:
+        """The process's own threads run (whatever the database): the liveness probe."""
+        return self.jobs.running and self.reminders.running
 
     def close(self) -> None:
         self.jobs.stop()  # finish what was claimed
@@ -120,16 +125,19 @@ def _schedule(scheduler: ReminderScheduler, services: Services) -> None:
 
 
 class WsgiApp:
-    """`POST /slack/events` for everything Slack sends, `GET /healthz` for probes, and the
-    alert webhooks."""
+    """`POST /slack/events` for everything Slack sends; `GET /healthz` (or `/readyz`: ready to
+    serve) and `GET /livez` (the process runs) for probes; the alert webhooks."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-        if path == HEALTH_PATH and method == "GET":
+        if path in HEALTH_PATHS and method == "GET":
             return self.health(start_response)
+        if path == LIVE_PATH and method == "GET":
+            alive = self.bot.alive()
+            return _json(start_response, 200 if alive else 503, {"ok": alive})
         if path == EVENTS_PATH and method == "POST":
             return self.slack(environ, start_response)
         if path in ALERT_PATHS and method == "POST":

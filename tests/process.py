@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +31,9 @@ class BotProcess:
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="incidentbot-", suffix=".log")[1])
+        log_dir = tempfile.mkdtemp(prefix="incidentbot-")
+        self.log_path = Path(log_dir) / "bot.log"
+        weakref.finalize(self, shutil.rmtree, log_dir, True)  # the log goes with the test
 
     @property
     def url(self) -> str:

@@ -141,7 +141,7 @@ def test_declarations_acknowledged_before_a_sigkill_are_declared_once_after_rest
 
             eventually(lambda: len(incident_channels()) >= len(titles), timeout=30)
             eventually(lambda: all(fake.pins(c["id"]) for c in fake.channels()
-                                   if c["name"].startswith("inc-")), timeout=10)
+                                   if c["name"].startswith("inc-")), timeout=30)
             time.sleep(1.0)  # time for a duplicate, were there one
             assert [n.split("-", 2)[2] for n in incident_channels()] == sorted(
                 f"acked-{i}" for i in range(len(titles)))

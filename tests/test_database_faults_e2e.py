@@ -4,6 +4,8 @@ sent while it was down is stored once Slack redelivers it after the database is 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -11,11 +13,26 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from incidentbot.models import TimelineEvent
-from tests.conftest import ALICE, BOB, _fresh_postgres_schema, bot_running, make_settings
+from tests.conftest import (
+    ALICE,
+    BOB,
+    RunningBot,
+    _fresh_postgres_schema,
+    bot_running,
+    make_settings,
+)
 from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
 from tests.tcpproxy import TcpProxy
 from tests.test_declare_e2e import answer, declare
+
+
+def probe(running: RunningBot, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{running.url}{path}", timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 @pytest.fixture
@@ -39,6 +56,8 @@ def test_database_outage_loses_nothing(
         incident = declare(running, "Database outage")
         driver, channel = running.driver, incident.channel_id
         proxy.cut()
+        assert probe(running, "/livez") == 200  # the process is fine: no restart
+        assert eventually(lambda: probe(running, "/readyz") == 503)  # but not ready
         driver.command("note failing over", user_id=ALICE, channel_id=channel)
         told = answer(running, driver.last_response_url, "can't record this right now")
         assert "Traceback" not in told

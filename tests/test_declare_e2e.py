@@ -309,3 +309,14 @@ def test_declare_form_suggests_a_severity_from_the_decision_tree(running: Runnin
     assert response.status == 200 and not response.body
     incident = eventually(lambda: (i := stored_incident(running)) and i.severity == "SEV2" and i)
     eventually(lambda: fake.pins(incident.channel_id))
+
+
+def test_a_role_for_someone_in_the_channel_sends_no_invite_slack_would_refuse(
+        running: RunningBot) -> None:
+    incident = declare(running, "Already here")
+    invites = len(running.fake.calls_to("conversations.invite"))
+    running.driver.command(f"role scribe <@{ALICE}|alice>", user_id=ALICE,
+                           channel_id=incident.channel_id)
+    eventually(lambda: any("Scribe" in str(m.get("text"))
+                           for m in running.fake.messages(incident.channel_id)))
+    assert len(running.fake.calls_to("conversations.invite")) == invites

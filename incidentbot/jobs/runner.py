@@ -149,6 +149,10 @@ class JobRunner:
     def wake(self) -> None:
         self._wakeup.set()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop claiming and finish the jobs already claimed."""
         self._stopping.set()

@@ -229,7 +229,8 @@ class DeclarationService:
                 self.ctx.authorize(incident, by, "hand off incident command")
             change = lifecycle.assign_role(session, incident, role, user_id, by, self.ctx.clock())
         if change.changed:
-            self.ctx.try_slack(lambda: self.ctx.gateway.invite(incident.channel_id, [user_id]))
+            self.ctx.try_slack(
+                lambda: self.ctx.gateway.invite_missing(incident.channel_id, [user_id]))
             self.ctx.try_slack(
                 lambda: self.ctx.say(incident, blocks.role_text(role, user_id, change.old)))
             self.ctx.refresh(incident_id)

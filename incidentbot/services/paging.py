@@ -62,7 +62,7 @@ class PagingService:
             self.ctx.try_slack(lambda: self.ctx.say(
                 incident, f":white_check_mark: <@{by}> acknowledged the page for "
                           f"*{blocks.escape(page.service)}*."))
-            self.ctx.try_slack(lambda: self.ctx.gateway.invite(incident.channel_id, [by]))
+            self.ctx.try_slack(lambda: self.ctx.gateway.invite_missing(incident.channel_id, [by]))
         return page
 
     def replan_pending(self) -> int:

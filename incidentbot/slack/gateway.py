@@ -204,6 +204,25 @@ class SlackGateway:
     def invite(self, channel: str, users: Sequence[str]) -> None:
         self._call("conversations.invite", channel=channel, users=",".join(users))
 
+    def invite_missing(self, channel: str, users: Sequence[str]) -> None:
+        """Invite those of `users` who are not in the channel yet (Slack refuses the others
+        with `already_in_channel`)."""
+        missing = set(users) - self.members(channel)
+        if missing:
+            self.invite(channel, sorted(missing))
+
+    def members(self, channel: str) -> set[str]:
+        found: set[str] = set()
+        cursor = None
+        for _page in range(20):
+            data = self._call("conversations.members", channel=channel, limit=1000,
+                              cursor=cursor)
+            found |= set(data.get("members") or [])
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return found
+
     def set_topic(self, channel: str, topic: str) -> bool:
         self._call("conversations.setTopic", channel=channel, topic=topic[:TOPIC_MAX])
         return True
