@@ -102,6 +102,11 @@ class Telemetry:
             for stage in ("acknowledge", "mitigate", "resolve")
         }
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Telemetry:
+        """Shared, never copied: Bolt deep-copies each request for its lazy listeners, and
+        the Web API client in it holds the retry handlers that count into this object."""
+        return self
+
     # -- recording, one call per place ---------------------------------------------------
 
     def request_answered(self, body: dict[str, Any], seconds: float) -> None:
@@ -171,7 +176,7 @@ class DatabaseCollector(Collector):
                     select(Incident.severity, func.count())
                     .where(Incident.status.in_([s.value for s in ACTIVE_STATUSES]),
                            Incident.is_drill.is_(False))
-                    .group_by(Incident.severity)).tuples().all())
+                    .group_by(Incident.severity)).all())
         except SQLAlchemyError as exc:
             log.warning("Metrics: database unavailable (%s)", type(exc).__name__)
             return
