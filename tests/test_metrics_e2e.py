@@ -115,6 +115,18 @@ def test_metrics_after_a_full_incident(running: RunningBot) -> None:
         assert 0 <= value(after, f"{name}_sum", severity="SEV3") < 120, stage
 
 
+def test_rate_limits_count_as_retries_then_one_good_call(running: RunningBot) -> None:
+    running.fake.fail_next("conversations.create", "ratelimited", status=429, retry_after=1)
+    declare(running, "Rate limited create")
+    samples, _ = scrape(running)
+    assert value(samples, "incidentbot_slack_retries_total", method="conversations.create",
+                 reason="ratelimited") == 1
+    assert value(samples, "incidentbot_slack_calls_total", method="conversations.create",
+                 outcome="ok") == 1
+    assert value(samples, "incidentbot_slack_calls_total", method="conversations.create",
+                 outcome="ratelimited") == 0
+
+
 def test_each_bot_has_its_own_registry() -> None:
     first, second = Telemetry(), Telemetry()
     first.slack_call("chat.postMessage", "ok")
