@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,12 +37,15 @@ from incidentbot.services.context import Context, UserFacingError
 from incidentbot.slack import intake
 from incidentbot.slack.app_factory import build_bolt_app
 from incidentbot.slack.gateway import SlackGateway, build_client
+from incidentbot.telemetry import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from incidentbot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATHS = ("/healthz", "/readyz")
 LIVE_PATH = "/livez"
+METRICS_PATH = "/metrics"
 ALERT_PATHS = {"/alerts/alertmanager": from_alertmanager, "/alerts/webhook": from_generic}
 STUCK_AFTER_S = 30.0  # a pending job older than this makes the bot "degraded"
 
@@ -82,9 +86,12 @@ def create_bot(settings: Settings) -> Bot:
     engine = create_db_engine(settings.database_url)
     migrate(engine)
     sessions = session_factory(engine)
-    gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url))
+    telemetry = Telemetry()  # this bot's own registry
+    gateway = SlackGateway(build_client(settings.slack_bot_token, settings.slack_api_url),
+                           telemetry)
     scheduler = ReminderScheduler(engine, threads=settings.work_threads)
     ctx = Context(settings, sessions, gateway, scheduler)
+    telemetry.watch_database(sessions, ctx.clock)
     services = Services.build(ctx, bot_user_id=gateway.bot_user_id())
     fallback = ThreadPoolExecutor(4, thread_name_prefix="unstored")
     wake = threading.Event()
@@ -93,7 +100,7 @@ def create_bot(settings: Settings) -> Bot:
     jobs = JobRunner(app, sessions, ctx.clock, name=f"{socket.gethostname()}:{os.getpid()}",
                      threads=settings.work_threads,
                      lease=timedelta(seconds=settings.job_lease_seconds),
-                     retry_base_s=settings.job_retry_seconds, wakeup=wake)
+                     retry_base_s=settings.job_retry_seconds, wakeup=wake, telemetry=telemetry)
     _schedule(scheduler, services)
     jobs.start(sole_runner=engine.dialect.name == "sqlite")
     threading.Thread(target=services.declaration.refresh_recent_cards, name="card-refresh",
@@ -126,7 +133,8 @@ def _schedule(scheduler: ReminderScheduler, services: Services) -> None:
 
 class WsgiApp:
     """`POST /slack/events` for everything Slack sends; `GET /healthz` (or `/readyz`: ready to
-    serve) and `GET /livez` (the process runs) for probes; the alert webhooks."""
+    serve) and `GET /livez` (the process runs) for probes; `GET /metrics` for Prometheus;
+    the alert webhooks."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
@@ -138,6 +146,9 @@ class WsgiApp:
         if path == LIVE_PATH and method == "GET":
             alive = self.bot.alive()
             return _json(start_response, 200 if alive else 503, {"ok": alive})
+        if path == METRICS_PATH and method == "GET":
+            start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE)])
+            return [self.bot.ctx.telemetry.exposition()]
         if path == EVENTS_PATH and method == "POST":
             return self.slack(environ, start_response)
         if path in ALERT_PATHS and method == "POST":
@@ -147,16 +158,20 @@ class WsgiApp:
 
     def slack(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Verify, parse and validate the raw request, refuse replays, then run Bolt."""
+        started, telemetry = time.perf_counter(), self.bot.ctx.telemetry
         headers = _headers(environ)
         raw = _read_body(environ, intake.MAX_BODY_BYTES + 1)
         admitted = intake.admit(raw, headers, self.bot.settings.slack_signing_secret)
         if isinstance(admitted, intake.Refusal):
+            telemetry.request_refused(admitted.status)
             return _json(start_response, admitted.status, {"ok": False,
                                                            "error": admitted.reason})
         if not self._first_time(headers.get("x-slack-signature", "")):
             log.warning("Refused a replayed request")
+            telemetry.request_refused(401)
             return _json(start_response, 401, {"ok": False, "error": "replayed request"})
         response = self.bot.app.dispatch(admitted)
+        telemetry.request_answered(admitted.body, time.perf_counter() - started)
         return _bolt_answer(start_response, response)
 
     def _first_time(self, signature: str) -> bool:

@@ -32,6 +32,7 @@ from incidentbot.db import transaction
 from incidentbot.jobs import queue
 from incidentbot.jobs.queue import ClaimedJob, NewJob
 from incidentbot.slack.intake import bolt_request
+from incidentbot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,9 @@ class JobRunner:
 
     def __init__(self, app: App, sessions: sessionmaker[Session], clock: Callable[[], datetime],
                  *, name: str, threads: int, lease: timedelta, retry_base_s: float,
-                 wakeup: threading.Event) -> None:
+                 wakeup: threading.Event, telemetry: Telemetry | None = None) -> None:
         self._app = app
+        self._telemetry = telemetry or Telemetry()
         self._sessions = sessions
         self._clock = clock
         self._name = name
@@ -193,8 +195,10 @@ class JobRunner:
 
     def _run(self, job: ClaimedJob) -> None:
         try:
+            started = time.monotonic()
             error = self._execute(job)
-            self._record(job, error)
+            outcome = self._record(job, error)
+            self._telemetry.job_ran(job.function, outcome, time.monotonic() - started)
         finally:
             self._free.release()
 
@@ -211,19 +215,21 @@ class JobRunner:
             return f"no listener ran it (answered {response.status}) [{describe(request.body)}]"
         return None
 
-    def _record(self, job: ClaimedJob, error: str | None) -> None:
+    def _record(self, job: ClaimedJob, error: str | None) -> str:
+        """Store how the attempt ended; the outcome: done, retry, failed or unrecorded."""
         now = self._clock()
         try:
             with transaction(self._sessions) as session:
                 if error is None:
                     queue.finish(session, job.id, now)
-                    return
+                    return "done"
                 dead = queue.fail(session, job, error, now, self._retry_base_s)
         except SQLAlchemyError as exc:  # its lease runs out and it is run again
             log.error("Could not record the end of job %s (%s)", job.id, type(exc).__name__)
-            return
+            return "unrecorded"
         if dead:
             log.error("Job %s (%s) failed %d times and is kept as failed: %s", job.id,
                       job.function, job.attempts, error)
-        else:
-            log.warning("Job %s (%s) failed, will retry: %s", job.id, job.function, error)
+            return "failed"
+        log.warning("Job %s (%s) failed, will retry: %s", job.id, job.function, error)
+        return "retry"

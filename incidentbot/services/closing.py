@@ -34,6 +34,7 @@ class ClosingService:
             incident = lifecycle.get_incident(session, incident_id, lock=True)
             self.ctx.authorize(incident, by, "resolve it")
             resolution.resolve(session, incident, request, by, self.ctx.clock())
+        self.ctx.telemetry.incident_resolved(incident)
         self.ctx.scheduler.cancel(incident.id)
         self.ctx.scheduler.plan_postmortem(incident.id, incident.postmortem_due_at)
         self._plan_archive(incident)

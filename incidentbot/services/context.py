@@ -23,6 +23,7 @@ from incidentbot.jobs.scheduler import ReminderScheduler
 from incidentbot.models import Incident, TimelineEvent, utcnow
 from incidentbot.slack import blocks
 from incidentbot.slack.gateway import SlackCallFailed, SlackGateway
+from incidentbot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Context:
         self.gateway = gateway
         self.scheduler = scheduler
         self.clock = clock
+        self.telemetry: Telemetry = gateway.telemetry  # one set of metrics per bot
         self.catalog = load_catalog(settings.services_file)
 
     def interval(self, severity: str) -> float:

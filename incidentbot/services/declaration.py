@@ -99,6 +99,7 @@ class DeclarationService:
         if incident.channel_id != channel.id:  # a redelivery won the race; drop our channel
             self.ctx.try_slack(lambda: self.ctx.gateway.archive_channel(channel.id))
             return DeclareResult(incident, created=False)
+        self.ctx.telemetry.incident_declared(incident)
         problems = self._open_channel(incident)
         self.ctx.plan_reminder(incident)
         return DeclareResult(incident, problems=problems)

@@ -86,6 +86,7 @@ class UpdateService:
         try:
             with transaction(self.ctx.sessions) as session:
                 incident = lifecycle.get_incident(session, incident_id, lock=True)
+                due = incident.next_update_due_at
                 outcome = updates.claim_reminder(
                     session,
                     incident,
@@ -103,6 +104,7 @@ class UpdateService:
         except SlackCallFailed:
             self._retry_reminder_later(incident_id, outcome)
             return
+        self.ctx.telemetry.reminder_posted(due, self.ctx.clock())
         self._confirm_reminder(incident_id, outcome.claim_key, ts)
         if outcome.escalate:
             ic = incident.current_roles().get(Role.IC.value)

@@ -29,6 +29,7 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from incidentbot.core.naming import with_suffix
+from incidentbot.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,38 @@ class CreatedChannel:
     name: str
 
 
-class SlackGateway:
-    """Typed wrappers for the Web API calls the bot makes."""
+_RETRY_REASONS: dict[type[RetryHandler], str] = {
+    RateLimitErrorRetryHandler: "ratelimited",  # HTTP 429, after its Retry-After
+    ServerErrorRetryHandler: "server_error",
+    ConnectionErrorRetryHandler: "connection_error",
+}
 
-    def __init__(self, client: WebClient) -> None:
+
+class CountedRetry(RetryHandler):
+    """One of slack_sdk's retry handlers, counting each retry it decides on."""
+
+    def __init__(self, inner: RetryHandler, telemetry: Telemetry) -> None:
+        super().__init__(inner.max_retry_count, inner.interval_calculator)
+        self.inner = inner
+        self.reason = _RETRY_REASONS.get(type(inner), type(inner).__name__)
+        self.telemetry = telemetry
+
+    def can_retry(self, **kwargs: Any) -> bool:
+        return self.inner.can_retry(**kwargs)
+
+    def prepare_for_next_attempt(self, **kwargs: Any) -> None:
+        self.telemetry.slack_retry(kwargs["request"].url.rsplit("/", 1)[-1], self.reason)
+        self.inner.prepare_for_next_attempt(**kwargs)
+
+
+class SlackGateway:
+    """Typed wrappers for the Web API calls the bot makes; each call and each retry is
+    counted in `telemetry`."""
+
+    def __init__(self, client: WebClient, telemetry: Telemetry | None = None) -> None:
         self.client = client
+        self.telemetry = telemetry or Telemetry()
+        client.retry_handlers = [CountedRetry(h, self.telemetry) for h in client.retry_handlers]
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -166,13 +194,16 @@ class SlackGateway:
             response = call(**_drop_none(kwargs))
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
+            self.telemetry.slack_call(method, error)
             if error in _ALREADY_DONE.get(method, set()):
                 return dict(exc.response.data) if isinstance(exc.response.data, dict) else {}
             log.warning("Slack %s failed: %s", method, error)
             raise SlackCallFailed(method, error) from None
         except (SlackClientError, OSError) as exc:
+            self.telemetry.slack_call(method, "connection_error")
             log.warning("Slack %s unreachable: %s", method, type(exc).__name__)
             raise SlackCallFailed(method, "connection_error") from None
+        self.telemetry.slack_call(method, "ok")
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     def token_problem(self) -> str | None:
@@ -305,11 +336,14 @@ class SlackGateway:
             )
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
+            self.telemetry.slack_call("files_upload_v2", error)
             log.warning("Slack file upload failed: %s", error)
             raise SlackCallFailed("files.completeUploadExternal", error) from None
         except (SlackClientError, OSError) as exc:
+            self.telemetry.slack_call("files_upload_v2", "connection_error")
             log.warning("Slack file upload unreachable: %s", type(exc).__name__)
             raise SlackCallFailed("files.getUploadURLExternal", "connection_error") from None
+        self.telemetry.slack_call("files_upload_v2", "ok")
         files = response.get("files") or [response.get("file") or {}]
         return str(files[0].get("id", ""))
 
