@@ -134,6 +134,7 @@ class FakeSocketMode:
             link = _Link(next(self._numbers), ws, time.monotonic())
             self._links.append(link)
             open_links = sum(1 for one in self._links if one.closed_at is None)
+            self._cond.notify_all()
         try:
             await ws.send(json.dumps({
                 "type": "hello", "num_connections": open_links,
