@@ -358,13 +358,14 @@ def serve_socket_mode(bot: Bot, stop: threading.Event | None = None) -> None:
     try:
         log.info("Socket Mode: connecting to Slack (HTTP listener on port %s)",
                  server.effective_port)
-        try:
-            handler.connect()
+        try:  # asked first here so a refusal is one clear error, not the client's log lines
+            bot.app.client.apps_connections_open(app_token=bot.settings.slack_app_token)
         except SlackApiError as exc:
             error = str(exc.response.get("error", ""))
             if error in REFUSED_TOKEN_ERRORS:
                 raise AppTokenRefused(error) from None
             raise
+        handler.connect()
         bot.socket = handler.client
         while not stop.wait(1.0):
             pass
