@@ -148,7 +148,7 @@ def database_problem(exc: SQLAlchemyError) -> str:
 
 def run(settings: Settings) -> int:
     from incidentbot.core.services import CatalogError
-    from incidentbot.server import create_bot, serve_http, serve_socket_mode
+    from incidentbot.server import AppTokenRefused, create_bot, serve_http, serve_socket_mode
     from incidentbot.slack.gateway import SlackCallFailed, token_problem
 
     try:
@@ -174,6 +174,11 @@ def run(settings: Settings) -> int:
             serve_socket_mode(bot)
         else:
             serve_http(bot)
+    except AppTokenRefused as exc:
+        print(f"incidentbot cannot start: Slack refused SLACK_APP_TOKEN ({exc.error}); set it "
+              f"to your app's app-level token (xapp-…) with the connections:write scope, from "
+              f"the app's Basic Information page.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:

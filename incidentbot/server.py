@@ -64,6 +64,7 @@ class Bot:
     app: App
     jobs: JobRunner
     fallback: ThreadPoolExecutor
+    socket: Any = None  # the Socket Mode client while connected in Socket Mode
 
     @property
     def ctx(self) -> Context:
@@ -231,8 +232,11 @@ def health_report(bot: Bot) -> dict[str, Any]:
                 "oldest_pending_s": round(stats.oldest_pending_s, 1)}
         if status == "up" and (stats.failed or stats.oldest_pending_s > STUCK_AFTER_S):
             status = "degraded"
-    return {"ok": status != "down", "status": status, "database": database,
-            "scheduler": scheduler, "leader": bot.reminders.is_leader, "jobs": jobs}
+    report = {"ok": status != "down", "status": status, "database": database,
+              "scheduler": scheduler, "leader": bot.reminders.is_leader, "jobs": jobs}
+    if bot.socket is not None:
+        report["slack"] = "up" if bot.socket.is_connected() else "reconnecting"
+    return report
 
 
 STATUS_LINES = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
@@ -289,11 +293,107 @@ def serve_http(bot: Bot) -> None:
     make_http_server(bot).run()
 
 
-def serve_socket_mode(bot: Bot) -> None:
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+SOCKET_PING_S = 3.0  # websocket pings, and how often a lost connection is noticed and replaced
+SOCKET_PONG_S = 0.9  # a pong later than this ends the connection; also how long a swap waits
+SOCKET_CONNECT_GRACE_S = 2.0  # a new session's time to open before the monitor may replace it
+REFUSED_TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive",
+                                  "token_revoked", "not_allowed_token_type"})
 
-    log.info("Socket Mode: connecting to Slack")
-    SocketModeHandler(bot.app, bot.settings.slack_app_token).start()
+
+class AppTokenRefused(Exception):
+    """Slack refused SLACK_APP_TOKEN when asked for a Socket Mode URL."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def socket_mode_handler(app: App, app_token: str,
+                        ping_interval: float = SOCKET_PING_S) -> Any:
+    """Bolt's Socket Mode adapter on the `websocket-client` package, pinging every 3 s.
+
+    Chosen by measurement against the fake Socket Mode server (`python -m bench.socket_clients`):
+    slack_sdk's built-in client spun a CPU core and stayed deaf for minutes after a connection
+    was dropped without a close frame. This client answers on the new socket at once after
+    Slack's `refresh_requested` and replaces a dropped connection within a second; its monitor
+    (every `ping_interval`) is the backstop, given a grace period (see `_SocketClient`).
+    """
+    import time
+
+    from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
+    from slack_sdk.socket_mode.websocket_client import SocketModeClient
+
+    class _SocketClient(SocketModeClient):
+        """The monitor leaves a session alone for its first seconds: a session is created
+        before its thread opens the socket (up to 0.5 s later), and replacing it in that
+        window could leave that thread running a closed session for ever, deaf."""
+
+        connected_at = 0.0
+
+        def connect(self) -> None:
+            self.connected_at = time.monotonic()
+            super().connect()
+            self.connected_at = time.monotonic()
+
+        def _run_current_session(self) -> None:
+            """As slack_sdk's, with a pong deadline: without one the socket thread waits in
+            `select` with no timeout, and a session closed from another thread (the swap after
+            `refresh_requested`) keeps it, deaf, until the OS gives up on the socket."""
+            session = self.current_session
+            if session is None:
+                return
+            try:
+                session.run_forever(ping_interval=self.ping_interval,
+                                    ping_timeout=SOCKET_PONG_S)
+            except Exception as exc:
+                self.logger.warning("Socket Mode session ended: %s", exc)
+                session.close()
+
+        def _monitor_current_session(self) -> None:
+            if time.monotonic() - self.connected_at >= SOCKET_CONNECT_GRACE_S:
+                super()._monitor_current_session()
+
+    class _Handler(SocketModeHandler):
+        def __init__(self) -> None:  # SocketModeHandler's, with the client above
+            self.app, self.app_token = app, app_token
+            self.client = _SocketClient(
+                app_token=app_token, logger=logging.getLogger("incidentbot.socket_mode"),
+                web_client=app.client, ping_interval=ping_interval)
+            self.client.socket_mode_request_listeners.append(self.handle)
+
+    return _Handler()
+
+
+def serve_socket_mode(bot: Bot, stop: threading.Event | None = None) -> None:
+    """Answer Slack over Socket Mode until `stop` is set (or SIGTERM / Ctrl-C), with the HTTP
+    listener (`/healthz`, alert webhooks) on PORT beside it. Raises `AppTokenRefused` when
+    Slack refuses the app token."""
+    from slack_sdk.errors import SlackApiError
+
+    stop = stop or threading.Event()
+    handler = socket_mode_handler(bot.app, bot.settings.slack_app_token)
+    server = make_http_server(bot)
+    listener = threading.Thread(target=server.run, name="http", daemon=True)
+    listener.start()
+    try:
+        log.info("Socket Mode: connecting to Slack (HTTP listener on port %s)",
+                 server.effective_port)
+        try:  # asked first here so a refusal is one clear error, not the client's log lines
+            bot.app.client.apps_connections_open(app_token=bot.settings.slack_app_token)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in REFUSED_TOKEN_ERRORS:
+                raise AppTokenRefused(error) from None
+            raise
+        handler.connect()
+        bot.socket = handler.client
+        while not stop.wait(1.0):
+            pass
+    finally:
+        bot.socket = None
+        handler.close()
+        stop_http_server(server)
+        listener.join(timeout=5)
 
 
 def stop_http_server(server: Any) -> None:

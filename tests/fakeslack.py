@@ -54,6 +54,8 @@ RESPONSE_URL_TTL_S = 30 * 60
 _JSON_ARGS = ("blocks", "attachments", "view", "files", "metadata")
 # Methods slack.com answers without a token.
 _NO_AUTH = frozenset({"api.test"})
+# Methods that take the app-level token (xapp-…) instead of the bot token.
+_APP_TOKEN = frozenset({"apps.connections.open"})
 _BLOCK_TYPES = frozenset({
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
     "rich_text", "section", "table", "video",
@@ -442,6 +444,7 @@ class FakeSlack:
         self._users: dict[str, JSON] = {}
         self._methods: dict[str, Callable[[JSON], JSON]] = {
             "api.test": lambda args: {"args": args},
+            "apps.connections.open": self._apps_connections_open,
             "auth.test": self._auth_test,
             "bookmarks.add": self._bookmarks_add,
             "bookmarks.list": self._bookmarks_list,
@@ -475,6 +478,8 @@ class FakeSlack:
             "views.push": self._views_push,
             "views.update": self._views_update,
         }
+        self.app_token = ""  # the xapp- token `apps.connections.open` accepts
+        self._socket_url: Callable[[], str] | None = None
         self._clear_state()
         self.add_user(bot_user_id, "incidentbot", is_bot=True)
 
@@ -901,6 +906,15 @@ class FakeSlack:
         except OSError:
             pass
 
+    def set_socket_mode(self, url: str | Callable[[], str], app_token: str) -> None:
+        """Answer `apps.connections.open` with `url` (a `ws://` URL, or a function returning a
+        fresh one per call), for callers presenting `app_token`; others get `invalid_auth`."""
+        if not app_token.startswith("xapp-"):
+            raise ValueError("an app-level token starts with xapp-")
+        with self._lock:
+            self._socket_url = url if callable(url) else (lambda: url)
+            self.app_token = app_token
+
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
         return queue.popleft() if queue else None
@@ -943,9 +957,10 @@ class FakeSlack:
             if handler is None:
                 raise SlackError("unknown_method", req_method=method)
             if method not in _NO_AUTH:
+                expected = self.app_token if method in _APP_TOKEN else self.bot_token
                 if not token:
                     raise SlackError("not_authed")
-                if token != self.bot_token:
+                if token != expected or not expected:
                     raise SlackError("invalid_auth")
             with self._lock:
                 payload = {"ok": True, **handler(args)}
@@ -1350,6 +1365,11 @@ class FakeSlack:
         return stored
 
     # -- Web API methods (called with the lock held) -------------------------------------------
+
+    def _apps_connections_open(self, args: JSON) -> JSON:
+        if self._socket_url is None:
+            raise SlackError("invalid_auth")
+        return {"url": self._socket_url()}
 
     def _auth_test(self, args: JSON) -> JSON:
         return {
