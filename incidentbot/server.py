@@ -65,6 +65,7 @@ class Bot:
     jobs: JobRunner
     fallback: ThreadPoolExecutor
     socket: Any = None  # the Socket Mode client while connected in Socket Mode
+    http_port: int | None = None  # in Socket Mode, the port the HTTP listener took
 
     @property
     def ctx(self) -> Context:
@@ -376,6 +377,7 @@ def serve_socket_mode(bot: Bot, stop: threading.Event | None = None) -> None:
     listener = threading.Thread(target=server.run, name="http", daemon=True)
     listener.start()
     try:
+        bot.http_port = server.effective_port
         log.info("Socket Mode: connecting to Slack (HTTP listener on port %s)",
                  server.effective_port)
         try:  # asked first here so a refusal is one clear error, not the client's log lines

@@ -43,11 +43,12 @@ def socket_mode(fake: FakeSlack) -> Iterator[FakeSocketMode]:
 
 
 @pytest.fixture
-def socket_bot(fake: FakeSlack, socket_mode: FakeSocketMode,
-               tmp_path: Path) -> Iterator[SocketBot]:
-    """The real bot in Socket Mode (in this process), connected to the fake."""
-    settings = make_settings(f"sqlite:///{tmp_path / 'socket.db'}", fake,
-                             slack_app_token=APP_TOKEN, port=0)
+def socket_bot(fake: FakeSlack, socket_mode: FakeSocketMode, database_url: str,
+               bot_settings: dict[str, object]) -> Iterator[SocketBot]:
+    """The real bot in Socket Mode (in this process), connected to the fake, on each
+    database; `bot_settings` overrides settings as for the HTTP `running` bot."""
+    settings = make_settings(database_url, fake, slack_app_token=APP_TOKEN, port=0,
+                             **bot_settings)
     bot = create_bot(settings)
     stop = threading.Event()
     thread = threading.Thread(target=serve_socket_mode, args=(bot, stop), daemon=True)
