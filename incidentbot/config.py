@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///incidentbot.db"
     host: str = "0.0.0.0"
     port: int = Field(default=3000, ge=0, le=65535)
+    http_listener: bool = True  # in Socket Mode: serve probes, metrics and webhooks on PORT
     server_threads: int = Field(default=16, ge=1, le=256)
     work_threads: int = Field(default=32, ge=1, le=256)
     job_lease_seconds: float = Field(default=60, gt=0)

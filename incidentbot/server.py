@@ -367,19 +367,20 @@ def socket_mode_handler(app: App, app_token: str,
 
 def serve_socket_mode(bot: Bot, stop: threading.Event | None = None) -> None:
     """Answer Slack over Socket Mode until `stop` is set (or SIGTERM / Ctrl-C), with the HTTP
-    listener (`/healthz`, alert webhooks) on PORT beside it. Raises `AppTokenRefused` when
-    Slack refuses the app token."""
+    listener (probes, metrics, alert webhooks) on PORT beside it unless HTTP_LISTENER is
+    false. Raises `AppTokenRefused` when Slack refuses the app token."""
     from slack_sdk.errors import SlackApiError
 
     stop = stop or threading.Event()
     handler = socket_mode_handler(bot.app, bot.settings.slack_app_token)
-    server = make_http_server(bot)
-    listener = threading.Thread(target=server.run, name="http", daemon=True)
-    listener.start()
+    server = make_http_server(bot) if bot.settings.http_listener else None
+    listener = threading.Thread(target=server.run, name="http", daemon=True) if server else None
+    if listener is not None:
+        listener.start()
     try:
-        bot.http_port = server.effective_port
-        log.info("Socket Mode: connecting to Slack (HTTP listener on port %s)",
-                 server.effective_port)
+        bot.http_port = server.effective_port if server is not None else None
+        log.info("Socket Mode: connecting to Slack (HTTP listener: %s)",
+                 f"port {bot.http_port}" if server is not None else "off")
         try:  # asked first here so a refusal is one clear error, not the client's log lines
             bot.app.client.apps_connections_open(app_token=bot.settings.slack_app_token)
         except SlackApiError as exc:
@@ -394,8 +395,9 @@ def serve_socket_mode(bot: Bot, stop: threading.Event | None = None) -> None:
     finally:
         bot.socket = None
         handler.close()
-        stop_http_server(server)
-        listener.join(timeout=5)
+        if server is not None and listener is not None:
+            stop_http_server(server)
+            listener.join(timeout=5)
 
 
 def stop_http_server(server: Any) -> None:

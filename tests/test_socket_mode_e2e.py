@@ -140,3 +140,9 @@ def test_refused_app_token_says_one_sentence_and_exits_2(
     assert len(said) == 1 and "invalid_auth" in said[0], output
     assert said[0].startswith("incidentbot cannot start:") and said[0].count(". ") == 0
     assert socket_mode.connections == 0
+
+
+@pytest.mark.parametrize("bot_settings", [{"http_listener": False}])
+def test_the_http_listener_can_be_turned_off(socket_bot: SocketBot) -> None:
+    assert socket_bot.bot.http_port is None
+    assert _declare(socket_bot.driver, "Listener off")
