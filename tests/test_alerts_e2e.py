@@ -131,3 +131,21 @@ def test_anyone_may_take_command_of_an_alert_incident(running: RunningBot) -> No
     running.driver.command("role ic <@UBOB|bob>", user_id="UBOB", channel_id=incident.channel_id)
     eventually(lambda: incidents(running)[0].holder("ic") == "UBOB")
     assert incidents(running)[0].acknowledged_at is not None  # feeds MTTA
+
+
+@pytest.mark.parametrize(("path", "payload", "names"), [
+    ("/alerts/webhook", {"title": ["x"], "dedupe_key": "k"}, "title"),
+    ("/alerts/webhook", {"title": "Disk full", "dedupe_key": 7}, "dedupe_key"),
+    ("/alerts/webhook", {"title": "Disk full", "dedupe_key": "k", "status": "on fire"},
+     "status"),
+    ("/alerts/alertmanager", {"groupKey": "g", "alerts": "not a list"}, "alerts"),
+    ("/alerts/alertmanager", {"groupKey": "g", "status": "firing", "alerts": [
+        {"labels": {"alertname": "X", "severity": 1}}]}, "alerts.0.labels.severity"),
+    ("/alerts/alertmanager", {"groupKey": ["g"], "alerts": []}, "groupKey"),
+])
+def test_wrong_types_are_refused_naming_the_field_and_nothing_is_created(
+        running: RunningBot, path: str, payload: dict[str, object], names: str) -> None:
+    status, body = post(running, path, payload)
+    assert status == 400 and names in body["error"]
+    assert incidents(running) == []
+    assert running.fake.calls_to("conversations.create") == []

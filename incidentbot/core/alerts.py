@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from incidentbot.core.errors import IncidentError
 from incidentbot.core.severity import Severity
@@ -42,62 +44,93 @@ def severity_for(label: str | None) -> Severity:
     return SEVERITY_LABELS.get((label or "").strip().lower(), Severity.SEV3)
 
 
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)  # senders add fields; no coercion
+
+
+class _Alert(_Payload):  # field names as Alertmanager sends them
+    status: str = "firing"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    startsAt: str = ""
+    generatorURL: str = ""
+
+
+class _AlertmanagerPayload(_Payload):
+    groupKey: str
+    status: Literal["firing", "resolved"] = "firing"
+    alerts: list[_Alert]
+    groupLabels: dict[str, str] = {}
+    commonLabels: dict[str, str] = {}
+    commonAnnotations: dict[str, str] = {}
+    externalURL: str = ""
+
+
+class _GenericPayload(_Payload):
+    title: str
+    dedupe_key: str
+    severity: str = ""
+    service: str = ""
+    status: Literal["firing", "resolved"] = "firing"
+    source: str = "webhook"
+    started_at: str = ""
+    link: str = ""
+
+
+M = TypeVar("M", bound=_Payload)
+
+
+def _read(model: type[M], payload: Any) -> M:
+    """The payload as `model`; an IncidentError naming each field that is wrong."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: {error['msg'].lower()}"
+            for error in exc.errors()[:5])
+        raise IncidentError(problems) from None
+
+
 def from_alertmanager(payload: Any) -> AlertNotice:
-    """Parse Alertmanager's webhook payload (version 4); IncidentError if it is not one."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
-        raise IncidentError("not an Alertmanager webhook payload (no alerts list)")
-    group_key = str(payload.get("groupKey") or "").strip()
-    if not group_key:
-        raise IncidentError("the payload has no groupKey")
-    alerts = [a for a in payload["alerts"] if isinstance(a, dict)]
-    common_labels = _dict(payload.get("commonLabels"))
-    common_annotations = _dict(payload.get("commonAnnotations"))
-    first = alerts[0] if alerts else {}
-    labels = {**_dict(first.get("labels")), **common_labels}
-    annotations = {**_dict(first.get("annotations")), **common_annotations}
-    name = labels.get("alertname") or _dict(payload.get("groupLabels")).get("alertname")
+    """Parse Alertmanager's webhook payload (version 4); IncidentError naming what is wrong."""
+    message = _read(_AlertmanagerPayload, payload)
+    if not message.groupKey.strip():
+        raise IncidentError("groupKey: must not be empty")
+    alerts = message.alerts
+    first = alerts[0] if alerts else _Alert()
+    labels = {**first.labels, **message.commonLabels}
+    annotations = {**first.annotations, **message.commonAnnotations}
+    name = labels.get("alertname") or message.groupLabels.get("alertname")
     title = annotations.get("summary") or name or "Alert"
-    starts = sorted(str(a.get("startsAt") or "") for a in alerts if a.get("startsAt"))
+    starts = sorted(a.startsAt for a in alerts if a.startsAt)
     lines = tuple(_alert_line(a) for a in alerts[:MAX_ALERTS_SHOWN])
     if len(alerts) > MAX_ALERTS_SHOWN:
         lines += (f"…and {len(alerts) - MAX_ALERTS_SHOWN} more",)
     return AlertNotice(
-        source="Alertmanager", group_key=group_key,
-        firing=str(payload.get("status", "firing")).lower() == "firing",
-        title=str(title)[:200], severity=severity_for(labels.get("severity")),
-        service=str(labels.get("service") or labels.get("job") or "")[:120],
-        started=starts[0] if starts else "", lines=lines,
-        link=str(payload.get("externalURL") or ""),
+        source="Alertmanager", group_key=message.groupKey.strip(),
+        firing=message.status == "firing", title=title[:200],
+        severity=severity_for(labels.get("severity")),
+        service=(labels.get("service") or labels.get("job") or "")[:120],
+        started=starts[0] if starts else "", lines=lines, link=message.externalURL,
     )
 
 
 def from_generic(payload: Any) -> AlertNotice:
-    """`{"title", "severity", "service", "dedupe_key", "status": "firing"|"resolved"}`."""
-    if not isinstance(payload, dict):
-        raise IncidentError("send a JSON object")
-    title = str(payload.get("title") or "").strip()
-    key = str(payload.get("dedupe_key") or "").strip()
+    """`{"title", "dedupe_key", "severity", "service", "status": "firing"|"resolved", ...}`."""
+    message = _read(_GenericPayload, payload)
+    title, key = message.title.strip(), message.dedupe_key.strip()
     if not title or not key:
-        raise IncidentError("title and dedupe_key are required")
-    severity = Severity.parse(str(payload.get("severity") or "")) or severity_for(
-        str(payload.get("severity") or ""))
+        raise IncidentError("title and dedupe_key must not be empty")
+    severity = Severity.parse(message.severity) or severity_for(message.severity)
     return AlertNotice(
-        source=str(payload.get("source") or "webhook")[:40], group_key=key[:150],
-        firing=str(payload.get("status", "firing")).lower() != "resolved", title=title[:200],
-        severity=severity, service=str(payload.get("service") or "")[:120],
-        started=str(payload.get("started_at") or ""), lines=(title,),
-        link=str(payload.get("link") or ""),
+        source=message.source[:40], group_key=key[:150], firing=message.status == "firing",
+        title=title[:200], severity=severity, service=message.service[:120],
+        started=message.started_at, lines=(title,), link=message.link,
     )
 
 
-def _dict(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def _alert_line(alert: dict[str, Any]) -> str:
-    labels, annotations = _dict(alert.get("labels")), _dict(alert.get("annotations"))
-    name = labels.get("alertname", "alert")
-    where = labels.get("instance") or labels.get("job") or ""
-    text = annotations.get("description") or annotations.get("summary") or ""
-    status = str(alert.get("status") or "firing")
-    return " · ".join(p for p in (f"[{status}] {name}", where, text) if p)[:300]
+def _alert_line(alert: _Alert) -> str:
+    name = alert.labels.get("alertname", "alert")
+    where = alert.labels.get("instance") or alert.labels.get("job") or ""
+    text = alert.annotations.get("description") or alert.annotations.get("summary") or ""
+    return " · ".join(p for p in (f"[{alert.status}] {name}", where, text) if p)[:300]
