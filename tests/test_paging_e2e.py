@@ -115,3 +115,16 @@ def test_escalation_survives_a_restart(database_url: str, fake: FakeSlack,
     with bot_running(settings, fake):
         eventually(lambda: dms(fake, CAROL), timeout=10)
         assert len(dms(fake, BOB)) == 1
+
+
+def test_the_postmortem_names_the_people_paged(running: RunningBot) -> None:
+    from tests.test_resolution_e2e import resolve_by_button, uploaded_postmortem
+
+    incident = declare_for_checkout(running)
+    running.driver.command("page", user_id=ALICE, channel_id=incident.channel_id)
+    eventually(lambda: dms(running.fake, BOB))
+    resolve_by_button(running, incident)
+    markdown = uploaded_postmortem(running)
+    assert "Paged @Bob for checkout" in markdown and "UBOB" not in markdown
+    looked_up = {c.get("user") for c in running.fake.calls_to("users.info")}
+    assert looked_up <= {ALICE, BOB, CAROL}

@@ -205,12 +205,14 @@ class ClosingService:
         return record
 
     def _names(self, data: postmortem.PostmortemInput) -> dict[str, str]:
-        """Display names of the people in the draft (IDs kept if a lookup fails)."""
+        """Display names of the people in the draft, those mentioned in its timeline too (IDs
+        kept if a lookup fails); an alert's source ("Alertmanager") is no one to look up."""
         people = {e.actor_id for e in data.events if e.actor_id}
         people |= {a.user_id for a in data.role_history} | {a.owner_id for a in data.action_items}
+        people |= {m for e in data.events for m in postmortem.MENTION.findall(e.text or "")}
         people.add(data.incident.declared_by)
         names: dict[str, str] = {}
-        for user_id in sorted(people)[:100]:
+        for user_id in sorted(p for p in people if blocks.USER_ID.match(p))[:100]:
             try:
                 user = self.ctx.gateway.user_info(user_id)
             except SlackCallFailed:
