@@ -149,3 +149,15 @@ def test_wrong_types_are_refused_naming_the_field_and_nothing_is_created(
     assert status == 400 and names in body["error"]
     assert incidents(running) == []
     assert running.fake.calls_to("conversations.create") == []
+
+
+def test_the_alert_post_links_its_runbook_graph_and_alertmanager(running: RunningBot) -> None:
+    payload = alertmanager()
+    payload["alerts"][0]["annotations"]["runbook_url"] = "https://runbooks.example.com/app"
+    assert post(running, "/alerts/alertmanager", payload)[0] == 200
+    [incident] = incidents(running)
+    posted = eventually(lambda: next((m for m in running.fake.messages(incident.channel_id)
+                                      if "Firing" in str(m.get("text"))), None))
+    assert "<https://runbooks.example.com/app|Runbook>" in posted["text"]
+    assert "<http://prometheus:9090/graph|Graph>" in posted["text"]
+    assert "<http://alertmanager:9093|Alertmanager>" in posted["text"]

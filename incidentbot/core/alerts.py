@@ -32,7 +32,7 @@ class AlertNotice:
     service: str
     started: str  # the earliest start of the group's alerts (ISO 8601, as sent)
     lines: tuple[str, ...]  # one line per alert, for the channel
-    link: str = ""
+    links: tuple[tuple[str, str], ...] = ()  # (label, URL): runbook, graph, the source
 
     @property
     def request_key(self) -> str:
@@ -111,7 +111,9 @@ def from_alertmanager(payload: Any) -> AlertNotice:
         firing=message.status == "firing", title=title[:200],
         severity=severity_for(labels.get("severity")),
         service=(labels.get("service") or labels.get("job") or "")[:120],
-        started=starts[0] if starts else "", lines=lines, link=message.externalURL,
+        started=starts[0] if starts else "", lines=lines,
+        links=_links(("Runbook", annotations.get("runbook_url", "")),
+                     ("Graph", first.generatorURL), ("Alertmanager", message.externalURL)),
     )
 
 
@@ -125,8 +127,14 @@ def from_generic(payload: Any) -> AlertNotice:
     return AlertNotice(
         source=message.source[:40], group_key=key[:150], firing=message.status == "firing",
         title=title[:200], severity=severity, service=message.service[:120],
-        started=message.started_at, lines=(title,), link=message.link,
+        started=message.started_at, lines=(title,), links=_links(("Link", message.link)),
     )
+
+
+def _links(*candidates: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """The web links among `candidates` (anything else could be a disguised link)."""
+    return tuple((label, url) for label, url in candidates
+                 if url.startswith(("https://", "http://")) and len(url) <= 1000)
 
 
 def _alert_line(alert: _Alert) -> str:

@@ -58,7 +58,8 @@ class AlertService:
                 session, incident.id, EventKind.ALERT,
                 f"{notice.source} {'firing' if notice.firing else 'resolved'}: {notice.title}",
                 actor_id=None, occurred_at=self.ctx.clock(), dedupe_key=key,
-                is_key=not notice.firing, data={"lines": list(notice.lines)})
+                is_key=not notice.firing,
+                data={"lines": list(notice.lines), "links": dict(notice.links)})
         if event is None:
             return False
         self.ctx.try_slack(lambda: self.ctx.say(incident, blocks.alert_text(notice),

@@ -296,8 +296,10 @@ def action_added_text(item: ActionItem) -> str:
 def alert_text(notice: Any) -> str:
     state = ":rotating_light: Firing" if notice.firing else ":large_green_circle: Resolved"
     lines = "\n".join(f"• {escape(line)}" for line in notice.lines)
-    return truncate(f"*{state}* ({escape(notice.source)}): {escape(notice.title)}\n{lines}",
-                    SECTION_LIMIT)
+    links = " · ".join(f"<{url.replace('>', '%3E').replace('|', '%7C')}|{label}>"
+                       for label, url in notice.links)
+    return truncate(f"*{state}* ({escape(notice.source)}): {escape(notice.title)}\n{lines}"
+                    + (f"\n{links}" if links else ""), SECTION_LIMIT)
 
 
 def alert_blocks(incident: Incident, notice: Any) -> list[dict[str, Any]]:
