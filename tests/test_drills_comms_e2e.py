@@ -89,3 +89,7 @@ def test_comms_drafts_carry_the_incidents_facts(running: RunningBot) -> None:
     after = answer(running, driver.last_response_url, "Customer email")
     assert "Subject: [Resolved] Service Disruption" in after
     assert "Rolled back deploy 41" in after and "[RESOLVED] Checkout errors in EU" in after
+    assert "Current action: Resolved. Rolled back deploy 41" in after
+    assert "ETA: none: resolved at" in after and "Rolling back deploy 42" not in after
+    assert "Customer communication status: last status update posted" in after
+    assert "[status page" not in after  # no placeholder left unfilled

@@ -28,11 +28,14 @@ def drafts(incident: Incident, latest: StatusUpdate | None, now: datetime) -> li
     impact = (latest.impact if latest else "") or incident.customer_impact or "[who is affected]"
     action = (latest.current_action if latest else "") or "[what we are doing now]"
     eta = (latest.eta if latest else "") or "[ETA or time of the next update]"
+    if incident.resolved_at:
+        action = f"Resolved. {incident.resolution_summary}".strip()
+        eta = f"none: resolved at {incident.resolved_at:{TIME}}"
     service = incident.service or incident.title
     found = [
         Draft("Internal update", f"[{incident.severity}] - [{service}] - [{status.label}]\n"
                                  f"Impact: {impact}\nCurrent action: {action}\nETA: {eta}"),
-        Draft("Executive update", executive(incident, impact, now)),
+        Draft("Executive update", executive(incident, impact, latest, now)),
         Draft("Status page update", status_page(incident, impact, latest, now)),
     ]
     if incident.resolved_at:
@@ -40,7 +43,17 @@ def drafts(incident: Incident, latest: StatusUpdate | None, now: datetime) -> li
     return found
 
 
-def executive(incident: Incident, impact: str, now: datetime) -> str:
+def communication_status(incident: Incident, latest: StatusUpdate | None) -> str:
+    """What has been said so far, for the executive update."""
+    said = (f"last status update posted {latest.posted_at:{TIME}}" if latest
+            else "no status update posted yet")
+    if incident.resolved_at:
+        return f"{said}; resolved, the customer email below is ready to send"
+    return said
+
+
+def executive(incident: Incident, impact: str, latest: StatusUpdate | None,
+              now: datetime) -> str:
     took = durations(incident)
     timeline = [f"- Declared {incident.declared_at:{TIME}}"]
     if incident.mitigated_at:
@@ -53,7 +66,7 @@ def executive(incident: Incident, impact: str, now: datetime) -> str:
         timeline.append(f"- Still {incident.status} as of {now:{TIME}}")
     return (f"{incident.severity} incident: {incident.title}\n"
             f"Business impact: {impact}\n"
-            "Customer communication status: [status page / customer email sent or planned]\n"
+            f"Customer communication status: {communication_status(incident, latest)}\n"
             "Timeline:\n" + "\n".join(timeline))
 
 
