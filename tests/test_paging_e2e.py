@@ -59,7 +59,6 @@ def test_escalation_walks_the_path_until_the_manager(running: RunningBot) -> Non
     assert dms(fake, CAROL) == []
     eventually(lambda: dms(fake, CAROL), timeout=10)
     eventually(lambda: dms(fake, ALICE), timeout=10)
-    time.sleep(STEP_MIN * 60 * 1.5)
     assert [len(dms(fake, u)) for u in (BOB, CAROL, ALICE)] == [1, 1, 1]
     with running.session() as session:
         paged = list(session.scalars(select(TimelineEvent.text).where(
@@ -128,3 +127,47 @@ def test_the_postmortem_names_the_people_paged(running: RunningBot) -> None:
     assert "Paged @Bob for checkout" in markdown and "UBOB" not in markdown
     looked_up = {c.get("user") for c in running.fake.calls_to("users.info")}
     assert looked_up <= {ALICE, BOB, CAROL}
+
+
+def test_a_page_nobody_answers_is_said_repeated_then_stopped(
+        database_url: str, fake: FakeSlack, catalog_file: str) -> None:
+    fake.add_channel("incidents", members=["UBOT", ALICE], channel_id="CBROADCAST")
+    settings = make_settings(database_url, fake, services_file=catalog_file,
+                             escalation_minutes=STEP_MIN, page_repeats=1,
+                             broadcast_channel="CBROADCAST")
+    with bot_running(settings, fake) as running:
+        incident = declare_for_checkout(running)
+        running.driver.command("page", user_id=ALICE, channel_id=incident.channel_id)
+        channel = incident.channel_id
+
+        def unanswered(where: str) -> list[str]:
+            return [str(m["text"]) for m in fake.messages(where)
+                    if "Nobody acknowledged the page" in str(m.get("text"))]
+
+        first = eventually(lambda: unanswered(channel), timeout=10)[0]
+        assert f"<@{BOB}>" in first and f"<@{CAROL}>" in first and f"<@{ALICE}>" in first
+        assert "round 2 of 2" in first
+        eventually(lambda: len(dms(fake, BOB)) == 2, timeout=10)  # the path again
+        final = eventually(lambda: len(unanswered(channel)) == 2 and unanswered(channel),
+                           timeout=15)[1]
+        assert "I have stopped paging" in final
+        assert len(unanswered("CBROADCAST")) == 2
+        time.sleep(STEP_MIN * 60 * 1.5)
+        assert [len(dms(fake, u)) for u in (BOB, CAROL, ALICE)] == [2, 2, 2]
+        with running.session() as session:
+            kinds = list(session.scalars(select(TimelineEvent.kind).where(
+                TimelineEvent.kind == "page_unanswered")))
+        assert kinds == ["page_unanswered", "page_unanswered"]
+
+
+def test_paging_stops_when_the_incident_is_resolved(running: RunningBot) -> None:
+    from tests.test_resolution_e2e import resolve_by_button
+
+    incident = declare_for_checkout(running)
+    running.driver.command("page", user_id=ALICE, channel_id=incident.channel_id)
+    eventually(lambda: dms(running.fake, BOB))
+    resolve_by_button(running, incident)
+    eventually(lambda: running.bot.ctx.incident_by_id(incident.id).status == "resolved")
+    paged = [len(dms(running.fake, u)) for u in (BOB, CAROL, ALICE)]
+    time.sleep(STEP_MIN * 60 * 2.5)
+    assert [len(dms(running.fake, u)) for u in (BOB, CAROL, ALICE)] == paged

@@ -44,6 +44,7 @@ class EventKind(StrEnum):
     NUDGED = "nudged"
     PAGED = "paged"
     PAGE_ACKNOWLEDGED = "page_acknowledged"
+    PAGE_UNANSWERED = "page_unanswered"
     SLACK_ERROR = "slack_error"
 
 

@@ -45,7 +45,8 @@ class PagingService:
                 page = session.get(Page, page_id, with_for_update=True)
                 if page is None:
                     return
-                step = paging.escalate(session, page, self.minutes, self.ctx.clock())
+                step = paging.escalate(session, page, self.minutes,
+                                       self.ctx.settings.page_repeats, self.ctx.clock())
                 incident = lifecycle.get_incident(session, page.incident_id)
         except Exception:
             log.exception("Escalating page %s failed", page_id)
@@ -74,14 +75,24 @@ class PagingService:
         return len(pages)
 
     def _notify(self, incident: Incident, step: PageStep) -> None:
+        if step.unanswered:
+            self._tell_unanswered(incident, step)
         for user in step.notify:
             text, message = blocks.page_message(incident, step.page)
             if incident.is_drill:
                 text, message = blocks.mark_drill(text, message)
             self.ctx.try_slack(
                 lambda u=user, t=text, m=message: self.ctx.gateway.post_message(u, t, m))
-        people = ", ".join(f"<@{u}>" for u in step.notify)
-        self.ctx.try_slack(lambda: self.ctx.say(
-            incident, f":pager: Paged {people} for *{blocks.escape(step.page.service)}*"
-                      + (" (escalated)" if step.page.step else "") + "."))
+        if step.notify:
+            people = ", ".join(f"<@{u}>" for u in step.notify)
+            again = " (escalated)" if step.page.step else (" (again)" if step.unanswered else "")
+            self.ctx.try_slack(lambda: self.ctx.say(
+                incident, f":pager: Paged {people} for *{blocks.escape(step.page.service)}*"
+                          f"{again}."))
         self.ctx.scheduler.plan_page(step.page.id, step.escalate_at)
+
+    def _tell_unanswered(self, incident: Incident, step: PageStep) -> None:
+        """The whole path went unanswered: say so in the channel and the broadcast channel."""
+        text = blocks.unanswered_page_text(incident, step, self.ctx.settings.page_repeats)
+        self.ctx.try_slack(lambda: self.ctx.say(incident, text))
+        self.ctx.broadcast(incident, text, "has a page nobody acknowledged")

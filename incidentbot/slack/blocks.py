@@ -345,6 +345,20 @@ def page_message(incident: Incident, page: Any) -> tuple[str, list[dict[str, Any
     )
 
 
+def unanswered_page_text(incident: Incident, step: Any, repeats: int) -> str:
+    """Nobody acknowledged a page: who was paged when, and what happens next."""
+    paged = "; ".join(
+        f"{', '.join(mention(u) for u in users)} at "
+        f"{slack_date(datetime.fromisoformat(at))}" for users, at in step.paged)
+    service = escape(step.page.service)
+    then = (f"Paging the path again from the start (round {step.round} of {repeats + 1})."
+            if step.notify else
+            f"I have stopped paging: page someone by hand (`/incident page {service}`) or "
+            "call them.")
+    return (f":rotating_light: Nobody acknowledged the page for *{service}* in "
+            f"<#{incident.channel_id}>. Paged: {paged}. {then}")
+
+
 def nudge_text(incident: Incident) -> str:
     ic = incident.holder(Role.IC.value)
     return (f":wave: {mention(ic)}: this incident has been quiet for a while. Is it still "
