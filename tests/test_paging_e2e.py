@@ -85,6 +85,9 @@ def test_acknowledgement_stops_escalation_and_feeds_mtta(running: RunningBot) ->
         stored = session.scalars(select(Page)).one()
         assert stored.acknowledged_by == BOB and stored.next_escalation_at is None
         kinds = set(session.scalars(select(TimelineEvent.kind)))
+        declared = session.get(Incident, incident.id)
+        assert declared.acknowledged_at == stored.acknowledged_at  # MTTA: the page answered
+        assert declared.acknowledged_at > declared.declared_at
     assert {"paged", "page_acknowledged"} <= kinds
 
 

@@ -102,7 +102,9 @@ def escalate(session: Session, page: Page, minutes: float, repeats: int,
 
 
 def acknowledge(session: Session, page_id: int, by: str, now: datetime | None = None) -> Page:
-    """First acknowledgement wins; it stops escalation and feeds time to acknowledge."""
+    """First acknowledgement wins; it stops escalation. The incident's first page answered
+    sets its time to acknowledge (a declarer who was IC at once counts only when nobody was
+    paged)."""
     now = now or utcnow()
     page = session.get(Page, page_id, with_for_update=True)
     if page is None:
@@ -111,12 +113,19 @@ def acknowledge(session: Session, page_id: int, by: str, now: datetime | None = 
         page.acknowledged_at, page.acknowledged_by = now, by
         page.next_escalation_at = None
         incident = session.get(Incident, page.incident_id)
-        if incident is not None and incident.acknowledged_at is None:
-            incident.acknowledged_at = now
+        if incident is not None and not _acknowledged_before(session, page):
+            incident.acknowledged_at = now  # the first page answered: time to acknowledge
         timeline.record(session, page.incident_id, EventKind.PAGE_ACKNOWLEDGED,
                         f"<@{by}> acknowledged the page for {page.service}", actor_id=by,
                         occurred_at=now, is_key=True, data={"page_id": page.id})
     return page
+
+
+def _acknowledged_before(session: Session, page: Page) -> bool:
+    """Whether another page of the incident was acknowledged already."""
+    return session.scalar(select(Page.id).where(
+        Page.incident_id == page.incident_id, Page.id != page.id,
+        Page.acknowledged_at.is_not(None)).limit(1)) is not None
 
 
 def pending_pages(session: Session) -> list[Page]:
