@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     services_file: str = ""
     escalation_minutes: float = Field(default=5, gt=0)
     page_repeats: int = Field(default=2, ge=0, le=10)
+    auto_page: bool = True  # a new alert incident of a catalog service pages its on-call
     archive_after_days: float = Field(default=7, ge=0)
     stale_after_days: float = Field(default=14, gt=0)
     sweep_minutes: float = Field(default=60, gt=0)

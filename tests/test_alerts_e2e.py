@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,10 @@ from sqlalchemy import func, select
 
 from incidentbot.models import Incident
 from incidentbot.slack import blocks
-from tests.conftest import RunningBot
+from tests.conftest import ALICE, BOB, CAROL, RunningBot, bot_running, make_settings
+from tests.fakeslack import FakeSlack
 from tests.helpers import eventually
+from tests.test_services_e2e import CATALOG
 
 TOKEN = "alert-token-123"
 
@@ -161,3 +165,29 @@ def test_the_alert_post_links_its_runbook_graph_and_alertmanager(running: Runnin
     assert "<https://runbooks.example.com/app|Runbook>" in posted["text"]
     assert "<http://prometheus:9090/graph|Graph>" in posted["text"]
     assert "<http://alertmanager:9093|Alertmanager>" in posted["text"]
+
+
+@pytest.mark.parametrize("auto_page", [True, False])
+def test_a_sev1_alert_for_a_catalog_service_pages_primary_and_manager_at_once(
+        database_url: str, fake: FakeSlack, tmp_path: Path, auto_page: bool) -> None:
+    catalog = tmp_path / "services.yaml"
+    catalog.write_text(CATALOG)
+    settings = make_settings(database_url, fake, alert_webhook_token=TOKEN,
+                             services_file=str(catalog), auto_page=auto_page)
+    payload = alertmanager()
+    payload["alerts"][0]["labels"]["service"] = "checkout"
+    with bot_running(settings, fake) as running:
+        assert post(running, "/alerts/alertmanager", payload)[0] == 200
+        [incident] = incidents(running)
+        assert (incident.severity, incident.service) == ("SEV1", "checkout")
+        if auto_page:
+            eventually(lambda: paged_dms(fake, BOB) and paged_dms(fake, ALICE))
+            assert paged_dms(fake, CAROL) == []  # the secondary waits
+        else:
+            time.sleep(1.0)
+            assert paged_dms(fake, BOB) == [] and paged_dms(fake, ALICE) == []
+
+
+def paged_dms(fake: FakeSlack, user: str) -> list[dict[str, object]]:
+    ims = [c for c in fake.channels() if c.get("is_im") and c.get("user") == user]
+    return [m for c in ims for m in fake.messages(c["id"]) if "You are paged" in str(m["text"])]

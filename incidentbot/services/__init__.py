@@ -33,9 +33,10 @@ class Services:
     @classmethod
     def build(cls, ctx: Context, bot_user_id: str) -> Services:
         declaration = DeclarationService(ctx)
+        paging = PagingService(ctx)
         return cls(
             ctx=ctx, declaration=declaration, timeline=TimelineService(ctx, bot_user_id),
-            updates=UpdateService(ctx), closing=ClosingService(ctx), paging=PagingService(ctx),
-            alerts=AlertService(ctx, declaration), ledger=RequestLedger(ctx),
+            updates=UpdateService(ctx), closing=ClosingService(ctx), paging=paging,
+            alerts=AlertService(ctx, declaration, paging), ledger=RequestLedger(ctx),
             jobs=JobAdmin(ctx.sessions, ctx.clock),
         )

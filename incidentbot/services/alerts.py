@@ -4,26 +4,33 @@ notifications are posted with a Resolve button and never resolve on their own.""
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import defaultdict
 
 from incidentbot.core import lifecycle, timeline
 from incidentbot.core.alerts import AlertNotice
+from incidentbot.core.errors import IncidentError
 from incidentbot.core.lifecycle import Declaration
 from incidentbot.core.timeline import EventKind
 from incidentbot.db import transaction
 from incidentbot.models import Incident
-from incidentbot.services.context import Context
+from incidentbot.services.context import Context, UserFacingError
 from incidentbot.services.declaration import DeclarationService
+from incidentbot.services.paging import PagingService
 from incidentbot.slack import blocks
+
+log = logging.getLogger(__name__)
 
 
 class AlertService:
     """Turns alert notifications into incidents and channel posts."""
 
-    def __init__(self, ctx: Context, declaration: DeclarationService) -> None:
+    def __init__(self, ctx: Context, declaration: DeclarationService,
+                 paging: PagingService) -> None:
         self.ctx = ctx
         self.declaration = declaration
+        self.paging = paging
         # One notification per group at a time in this process, so a storm makes one
         # channel; across replicas the incident's unique request key decides.
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -47,7 +54,19 @@ class AlertService:
                 description=f"Declared from a {notice.source} alert.",
             ))
             self._attach(result.incident, notice)
+            if result.created:
+                self._page_on_call(result.incident, notice)
             return "declared" if result.created else "attached"
+
+    def _page_on_call(self, incident: Incident, notice: AlertNotice) -> None:
+        """A new alert incident of a catalog service pages its on-call at once (the primary;
+        for a SEV1 the manager too), unless AUTO_PAGE is off."""
+        if not self.ctx.settings.auto_page or self.ctx.catalog.get(incident.service) is None:
+            return
+        try:
+            self.paging.page(incident.id, incident.service, notice.source)
+        except (UserFacingError, IncidentError) as exc:
+            log.warning("Could not page the on-call of %s: %s", incident.service, exc)
 
     def _attach(self, incident: Incident, notice: AlertNotice) -> bool:
         """Post the notification in the incident channel once; False if already posted."""
