@@ -41,8 +41,9 @@ class PageStep:
         return [(list(users), str(at)) for users, at in self.page.path.get("log", [])]
 
 
-def escalation_steps(service: Service, severity: Severity) -> list[list[str]]:
-    path = service.escalation
+def escalation_steps(service: Service, severity: Severity, now: datetime) -> list[list[str]]:
+    """Who to page, step by step: whoever is on call at `now`."""
+    path = service.escalation_at(now)
     steps = [[u] for u in (path.primary, path.secondary, path.manager) if u]
     if severity is Severity.SEV1 and path.manager and path.primary:
         steps = [[path.primary, path.manager], *([[path.secondary]] if path.secondary else [])]
@@ -54,7 +55,7 @@ def start_page(
     now: datetime | None = None,
 ) -> PageStep:
     now = now or utcnow()
-    steps = escalation_steps(service, incident.severity_enum)
+    steps = escalation_steps(service, incident.severity_enum, now)
     if not steps:
         raise IncidentError(f"{service.name} has no escalation path in the services file.")
     page = Page(incident_id=incident.id, service=service.name, path={"steps": steps}, step=0,

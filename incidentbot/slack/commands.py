@@ -122,6 +122,13 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class OnCall:
+    """Who is on call now, for every service or one."""
+
+    service: str = ""
+
+
+@dataclass(frozen=True)
 class AdminJobs:
     """List failed jobs, or give one (`retry`) another set of attempts."""
 
@@ -130,7 +137,7 @@ class AdminJobs:
 
 Command = (Help | Declare | AssignRole | SetSeverity | SetStatus | ListOpen | PostUpdate | Note
            | ShowTimeline | Resolve | Reopen | DraftPostmortem | AddAction | ListActions | Stats
-           | CommsDrafts | PageService | AdminJobs)
+           | CommsDrafts | PageService | AdminJobs | OnCall)
 
 # Commands that act on "this incident" and so need an incident channel.
 NEEDS_INCIDENT = (AssignRole, SetSeverity, SetStatus, PostUpdate, Note, ShowTimeline, Resolve,
@@ -152,7 +159,7 @@ def parse(text: str) -> Command:
         raise UsageError(
             f"`{_shown(name)}` is not an incident command. Try `/incident declare <title>`, "
             "`role`, `severity`, `status`, `update`, `note`, `timeline`, `resolve`, "
-            "`action`, `actions`, `comms`, `page`, `stats`, `list` or `help`."
+            "`action`, `actions`, `comms`, `page`, `oncall`, `stats`, `list` or `help`."
         )
     return parser(args, text.strip()[len(words[0]):].strip())
 
@@ -317,4 +324,5 @@ _PARSERS = {
     "comms": _no_args(CommsDrafts),
     "page": lambda _args, rest: PageService(service=rest.strip()),
     "admin": _admin,
+    "oncall": lambda _args, rest: OnCall(service=rest.strip()),
 }

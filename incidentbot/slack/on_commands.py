@@ -29,6 +29,7 @@ from incidentbot.slack.commands import (
     ListActions,
     ListOpen,
     Note,
+    OnCall,
     PageService,
     PostUpdate,
     Reopen,
@@ -94,6 +95,8 @@ class CommandListener:
         elif isinstance(parsed, Stats):
             self._respond(command, "Incident statistics",
                           reports.stats_blocks(self.s.closing.stats(parsed.days, user)))
+        elif isinstance(parsed, OnCall):
+            self._on_call(parsed, command)
         elif isinstance(parsed, AdminJobs):
             self._admin_jobs(parsed, command, reply)
         elif isinstance(parsed, NEEDS_INCIDENT):
@@ -177,6 +180,18 @@ class CommandListener:
             request_key=f"trigger:{command.get('trigger_id', '')}", is_drill=parsed.drill,
         ))
         reply(declared_message(result.incident, result.problems))
+
+    def _on_call(self, parsed: OnCall, command: dict[str, Any]) -> None:
+        catalog = self.s.ctx.catalog
+        services = [s for s in catalog.services
+                    if not parsed.service or s.name.lower() == parsed.service.lower()]
+        if not services:
+            known = ", ".join(catalog.names) or "none configured (SERVICES_FILE)"
+            raise UserFacingError(f"I don't know the service `{blocks.escape(parsed.service)}`;"
+                                  f" services: {known}.")
+        now = self.s.ctx.clock()
+        rows = [(s.name, s.escalation_at(now)) for s in services]
+        self._respond(command, "On call now", reports.oncall_blocks(rows))
 
     def _admin_jobs(self, parsed: AdminJobs, command: dict[str, Any], reply: Reply) -> None:
         if not self.s.ctx.is_admin(command["user_id"]):

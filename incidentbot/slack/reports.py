@@ -52,6 +52,7 @@ HELP_LINES = (
     ("comms", "drafts: internal, executive, status page, customer email"),
     ("stats [days]", "MTTA, MTTM, MTTR and counts by severity (default 30 days)"),
     ("list", "open incidents with severity, status, IC and age"),
+    ("oncall [service]", "who is on call now: primary, secondary, manager"),
     ("admin jobs | admin retry <id>", "failed background work (INCIDENT_ADMINS only)"),
     ("help", "this card"),
 )
@@ -196,3 +197,13 @@ def failed_jobs_blocks(jobs: list[Any], stats: Any) -> list[dict[str, Any]]:
         ContextBlock(elements=[MarkdownTextObject(
             text="`/incident admin retry <id>` runs a failed job again.")]),
     )
+
+
+def oncall_blocks(rows: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Who is on call now for each service (name, escalation)."""
+    lines = [f"*{escape(name)}*: primary {mention(path.primary or None)} · secondary "
+             f"{mention(path.secondary or None)} · manager {mention(path.manager or None)}"
+             for name, path in rows[:40]]
+    return as_dicts(
+        HeaderBlock(text=PlainTextObject(text="On call now")),
+        SectionBlock(text=MarkdownTextObject(text=truncate("\n".join(lines), SECTION_LIMIT))))
