@@ -191,3 +191,28 @@ def test_a_sev1_alert_for_a_catalog_service_pages_primary_and_manager_at_once(
 def paged_dms(fake: FakeSlack, user: str) -> list[dict[str, object]]:
     ims = [c for c in fake.channels() if c.get("is_im") and c.get("user") == user]
     return [m for c in ims for m in fake.messages(c["id"]) if "You are paged" in str(m["text"])]
+
+
+def test_the_paged_person_can_acknowledge_and_take_command(
+        database_url: str, fake: FakeSlack, tmp_path: Path) -> None:
+    catalog = tmp_path / "services.yaml"
+    catalog.write_text(CATALOG)
+    settings = make_settings(database_url, fake, alert_webhook_token=TOKEN,
+                             services_file=str(catalog))
+    payload = alertmanager()
+    payload["alerts"][0]["labels"]["service"] = "checkout"
+    with bot_running(settings, fake) as running:
+        assert post(running, "/alerts/alertmanager", payload)[0] == 200
+        [incident] = incidents(running)
+        dm = eventually(lambda: paged_dms(fake, BOB))[0]
+        buttons = [e["action_id"] for b in dm["blocks"] if b["type"] == "actions"
+                   for e in b["elements"]]
+        assert buttons == [blocks.PAGE_ACK, blocks.PAGE_ACK_COMMAND]  # nobody commands yet
+        page_id = next(e["value"] for b in dm["blocks"] if b["type"] == "actions"
+                       for e in b["elements"])
+        im = next(c["id"] for c in fake.channels() if c.get("is_im") and c.get("user") == BOB)
+        running.driver.block_action(blocks.PAGE_ACK_COMMAND, user_id=BOB, channel_id=im,
+                                    message_ts=str(dm["ts"]), value=str(page_id))
+        eventually(lambda: running.bot.ctx.incident_by_id(incident.id).holder("ic") == BOB)
+        eventually(lambda: any("acknowledged the page" in str(m.get("text"))
+                               for m in fake.messages(incident.channel_id)))

@@ -332,16 +332,22 @@ def runbook_text(service: str, runbook: str) -> str:
 
 
 PAGE_ACK = "page_acknowledge"
+PAGE_ACK_COMMAND = "page_acknowledge_command"
 
 
 def page_message(incident: Incident, page: Any) -> tuple[str, list[dict[str, Any]]]:
-    """The DM a paged person receives, with the Acknowledge button."""
+    """The DM a paged person receives, with the Acknowledge button (and, while the incident
+    has no incident commander, Acknowledge and take command)."""
     text = (f":pager: You are paged for *{escape(page.service)}*: {incident.severity} incident "
             f"<#{incident.channel_id}> {escape(incident.title)}.")
+    buttons = [ButtonElement(text="Acknowledge", action_id=PAGE_ACK, value=str(page.id),
+                             style="primary")]
+    if incident.holder(Role.IC.value) is None:
+        buttons.append(ButtonElement(text="Acknowledge and take command",
+                                     action_id=PAGE_ACK_COMMAND, value=str(page.id)))
     return text, as_dicts(
         SectionBlock(text=MarkdownTextObject(text=text)),
-        ActionsBlock(block_id="page_actions", elements=[ButtonElement(
-            text="Acknowledge", action_id=PAGE_ACK, value=str(page.id), style="primary")]),
+        ActionsBlock(block_id="page_actions", elements=buttons),
     )
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from slack_bolt import Ack, BoltContext
 
+from incidentbot.core.roles import Role
 from incidentbot.core.severity import DECISION_TREE, suggest_severity
 from incidentbot.jobs.runner import RECEIVED_AT, urgent
+from incidentbot.models import Page
 from incidentbot.services import Services
 from incidentbot.services.context import UserFacingError
 from incidentbot.slack import blocks, views
@@ -46,6 +48,7 @@ class ButtonListener:
             blocks.ADD_ACTION: self._open_action_form,
             blocks.ACTION_DONE: self._complete_action,
             blocks.PAGE_ACK: self._acknowledge_page,
+            blocks.PAGE_ACK_COMMAND: self._acknowledge_and_command,
             blocks.CRITERIA: self._suggest_severity,
         }
 
@@ -98,12 +101,28 @@ class ButtonListener:
 
     def _acknowledge_page(self, body: dict[str, Any], action: dict[str, Any], reply: Reply,
                           _context: BoltContext) -> None:
+        self._acknowledge(body, action, reply)
+
+    def _acknowledge(self, body: dict[str, Any], action: dict[str, Any], reply: Reply) -> Page:
         user = body["user"]["id"]
         page = self.s.paging.acknowledge(target_id(action), user)
         if page.acknowledged_by == user:
             reply(f"Acknowledged: you are on it for *{blocks.escape(page.service)}*.")
         else:
             reply(f"<@{page.acknowledged_by}> already acknowledged this page.")
+        return page
+
+    def _acknowledge_and_command(self, body: dict[str, Any], action: dict[str, Any],
+                                 reply: Reply, _context: BoltContext) -> None:
+        """Acknowledge the page and become incident commander if nobody is."""
+        page = self._acknowledge(body, action, reply)
+        user = body["user"]["id"]
+        incident = self.s.ctx.incident_by_id(page.incident_id)
+        if incident.holder(Role.IC.value) is None:
+            self.s.declaration.assign_role(incident.id, Role.IC, user, user)
+            reply(f"You are the incident commander of <#{incident.channel_id}>.")
+        elif incident.holder(Role.IC.value) != user:
+            reply(f"<@{incident.holder(Role.IC.value)}> already commands this incident.")
 
     def _suggest_severity(self, body: dict[str, Any], _action: dict[str, Any], _reply: Reply,
                           _context: BoltContext) -> None:
