@@ -105,6 +105,13 @@ def _in_order(query: Select[Any], incident_id: int) -> Select[Any]:
         TimelineEvent.occurred_at, TimelineEvent.id)
 
 
+def recorded(session: Session, incident_id: int, kind: EventKind) -> bool:
+    """Whether the incident's timeline has an event of this kind."""
+    return session.scalar(select(TimelineEvent.id).where(
+        TimelineEvent.incident_id == incident_id, TimelineEvent.kind == kind.value).limit(1)) \
+        is not None
+
+
 def message_key(ts: str) -> str:
     return f"msg:{ts}"
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from incidentbot.core import lifecycle, updates
+from incidentbot.core import lifecycle, timeline, updates
 from incidentbot.core.lifecycle import Change, Declaration
 from incidentbot.core.naming import channel_name
 from incidentbot.core.roles import Role
@@ -106,10 +106,19 @@ class DeclarationService:
 
     def _resume(self, incident: Incident) -> DeclareResult:
         """A declaration run again (its job restarted after a crash): finish opening the
-        channel if the card was never posted."""
-        if incident.card_ts:
-            return DeclareResult(incident, created=False)
-        problems = self._open_channel(incident)
+        channel: all of it if the card was never posted, else pin the card and set the topic
+        if that was cut short."""
+        problems: list[str] = []
+        if not incident.card_ts:
+            problems = self._open_channel(incident)
+        else:
+            with self.ctx.reading() as session:
+                pinned = timeline.recorded(session, incident.id, EventKind.CARD_PINNED)
+            card_ts = incident.card_ts
+            if not pinned:
+                self._step(incident, EventKind.CARD_PINNED, "Incident card pinned",
+                           lambda: self.ctx.gateway.pin(incident.channel_id, card_ts), problems)
+            self.ctx.set_topic(incident)
         self.ctx.plan_reminder(incident)
         return DeclareResult(incident, created=False, problems=problems)
 
