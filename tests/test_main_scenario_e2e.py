@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from incidentbot.models import Incident, TimelineEvent
 from tests.conftest import ALICE, BOB, RunningBot
-from tests.helpers import eventually
+from tests.helpers import declared_channel, eventually
 from tests.test_resolution_e2e import resolve_by_button, uploaded_postmortem
 from tests.test_socket_mode_e2e import SocketBot, socket_bot, socket_mode  # noqa: F401
 from tests.test_updates_e2e import post_update, reminders_in
@@ -29,10 +29,7 @@ def bot_settings() -> dict[str, object]:
 
 def run_scenario(bot: Any, http_url: str) -> None:
     driver, fake = bot.driver, bot.fake
-    driver.command("declare Payments timing out", user_id=ALICE, channel_id="CGENERAL")
-    channel = eventually(lambda: next((c["id"] for c in fake.channels()
-                                       if c["name"].endswith("payments-timing-out")), None))
-    eventually(lambda: fake.pins(channel))
+    channel = declared_channel(driver, "Payments timing out", ALICE)
     with bot.session() as session:
         incident = session.scalars(select(Incident)).one()
     eventually(lambda: reminders_in(bot, channel))

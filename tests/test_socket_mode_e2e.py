@@ -18,7 +18,7 @@ from incidentbot.server import Bot, create_bot, serve_socket_mode
 from tests.conftest import ALICE, make_settings
 from tests.fakeslack import FakeSlack
 from tests.fakesocket import APP_TOKEN, FakeSocketMode, SocketDriver
-from tests.helpers import eventually
+from tests.helpers import declared_channel, eventually
 from tests.process import BotProcess, bot_env
 
 pytestmark = pytest.mark.timeout(60)
@@ -66,18 +66,9 @@ def socket_bot(fake: FakeSlack, socket_mode: FakeSocketMode, database_url: str,
     assert slowest < 3.0, f"an envelope took {slowest:.2f}s to be acknowledged"
 
 
-def _declare(driver: SocketDriver, title: str) -> str:
-    driver.command(f"declare {title}", user_id=ALICE, channel_id="CGENERAL")
-    slug = "-".join(title.lower().split())
-    channel = eventually(lambda: next(
-        (c["id"] for c in driver.fake.channels() if c["name"].endswith(slug)), None))
-    eventually(lambda: driver.fake.pins(channel))
-    return channel
-
-
 def test_command_event_and_button_over_socket_mode(socket_bot: SocketBot) -> None:
     driver, fake = socket_bot.driver, socket_bot.fake
-    channel = _declare(driver, "Socket checkout down")
+    channel = declared_channel(driver, "Socket checkout down", ALICE)
     assert driver.last_ack is not None and driver.last_ack.latency_s < 3.0
 
     event = driver.message_event(channel, ALICE, "payments look fine from here")
@@ -145,4 +136,4 @@ def test_refused_app_token_says_one_sentence_and_exits_2(
 @pytest.mark.parametrize("bot_settings", [{"http_listener": False}])
 def test_the_http_listener_can_be_turned_off(socket_bot: SocketBot) -> None:
     assert socket_bot.bot.http_port is None
-    assert _declare(socket_bot.driver, "Listener off")
+    assert declared_channel(socket_bot.driver, "Listener off", ALICE)
